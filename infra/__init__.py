@@ -1,0 +1,1 @@
+"""Settings, and start/stop of the real services (Kafka, Redis, Milvus, Triton) for development and tests."""

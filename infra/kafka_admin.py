@@ -1,0 +1,60 @@
+"""Idempotent topic creation from the single declaration in :mod:`streams.topics`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from infra.settings import Settings
+from streams.topics import TOPICS, TopicSpec
+
+
+async def ensure_topics(
+    settings: Settings, specs: Iterable[TopicSpec] = TOPICS, *, extra: Iterable[NewTopic] = ()
+) -> list[str]:
+    """Create missing topics; existing ones are left alone. Returns the names that were created."""
+    wanted = [
+        NewTopic(
+            name=spec.name(settings),
+            num_partitions=spec.partition_count(settings),
+            replication_factor=1,
+            topic_configs=dict(spec.config),
+        )
+        for spec in specs
+    ]
+    wanted.extend(extra)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="ragstream-admin")
+    for attempt in range(20):
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [topic for topic in wanted if topic.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another process created them between our list and create
+        return [topic.name for topic in missing]
+    finally:
+        await admin.close()
+
+
+async def delete_topics(settings: Settings, names: Iterable[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_servers, client_id="ragstream-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        doomed = [name for name in names if name in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""One module per managed service; :mod:`infra.stack` runs them together."""

@@ -1,0 +1,231 @@
+"""Start, stop and watch one local service process: PID files, logs, readiness deadlines.
+
+Each service runs detached in its own session (so Ctrl-C in the caller does not kill it) and is stopped by the PID
+recorded at start, checked against the process start time so a recycled PID is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from infra.settings import Settings
+
+State = Literal["up", "starting", "down", "unhealthy"]
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started, probed or stopped; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    state: State
+    address: str
+    pid: int | None = None
+    detail: str = ""
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Kernel start time of ``pid`` (field 22 of /proc/PID/stat), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # zombie: exited, not yet reaped
+        return None
+    return fields[19]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+        return False
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Service(ABC):
+    """One managed service. Subclasses say how to prepare, launch and probe it."""
+
+    name: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run_dir = settings.data_path / "run"
+        self.log_dir = settings.data_path / "logs"
+
+    # -- what a subclass provides ---------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def address(self) -> str: ...
+
+    @abstractmethod
+    def ports(self) -> Sequence[int]: ...
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Fetch artifacts and lay out data folders; idempotent and quick when already done."""
+
+    @abstractmethod
+    def launch(self) -> Launch: ...
+
+    @abstractmethod
+    def probe(self) -> str | None:
+        """None when ready to serve; otherwise why not (one line)."""
+
+    def after_stop(self) -> None:
+        """Clean up what the process may leave behind."""
+
+    # -- files ----------------------------------------------------------------------------------------------
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / f"{self.name}.log"
+
+    def _read_pid(self) -> int | None:
+        """The recorded PID if that very process is still alive; stale records are removed."""
+        try:
+            pid_text, start_time = self.pid_file.read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            return None
+        if _proc_start_time(pid) != start_time:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+    def status(self) -> Status:
+        pid = self._read_pid()
+        problem = self.probe()
+        if problem is None:
+            return Status(self.name, "up", self.address, pid, "" if pid else "not started by this data dir")
+        if pid is None:
+            return Status(self.name, "down", self.address, None, problem)
+        return Status(self.name, "unhealthy", self.address, pid, problem)
+
+    def spawn(self) -> int | None:
+        """Start the process unless ours is already running. Returns the PID, or None if it was already there."""
+        if self._read_pid() is not None:
+            return None
+        busy = [port for port in self.ports() if port_in_use(self.settings.host, port)]
+        if busy:
+            if self.probe() is None:
+                raise ServiceError(
+                    f"{self.name}: something is already serving on {self.address} but was not started from "
+                    f"data dir {self.settings.data_path}; stop it or set other RAGSTREAM_* ports"
+                )
+            raise ServiceError(
+                f"{self.name}: port(s) {busy} on {self.settings.host} are in use by another program; "
+                f"free them or choose other ports (RAGSTREAM_{self.name.upper()}_PORT...)"
+            )
+        self.prepare()
+        spec = self.launch()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.env}
+        with self.log_file.open("ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(spec.argv)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(
+                    list(spec.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=spec.cwd,
+                    env=env,
+                    start_new_session=True,
+                )
+            except FileNotFoundError as exc:
+                raise ServiceError(f"{self.name}: cannot run {spec.argv[0]}: {exc}") from None
+        start_time = _proc_start_time(proc.pid)
+        self.pid_file.write_text(f"{proc.pid} {start_time}\n")
+        return proc.pid
+
+    def wait_ready(self, deadline: float) -> None:
+        """Poll the probe until ready, the process dies, or the deadline passes (then stop it and say why)."""
+        problem: str | None = "not probed"
+        while time.monotonic() < deadline:
+            problem = self.probe()
+            if problem is None:
+                return
+            pid = self._read_pid()
+            if pid is None:
+                raise ServiceError(
+                    f"{self.name} exited during start-up ({problem}). Log {self.log_file}:\n{tail(self.log_file)}"
+                )
+            time.sleep(0.2)
+        log_tail = tail(self.log_file)
+        self.stop()
+        raise ServiceError(
+            f"{self.name} was not ready before the deadline ({problem}); stopped it. "
+            f"Log {self.log_file}:\n{log_tail}"
+        )
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready(time.monotonic() + self.settings.start_timeout_s)
+
+    def stop(self) -> bool:
+        """Stop our process group by PID: SIGTERM, then SIGKILL after the stop timeout. True if one ran."""
+        pid = self._read_pid()
+        if pid is None:
+            self.after_stop()
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.stop_timeout_s
+        while time.monotonic() < deadline and _proc_start_time(pid) is not None:
+            time.sleep(0.1)
+        if _proc_start_time(pid) is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            while _proc_start_time(pid) is not None:
+                time.sleep(0.05)
+        # Members of the group that outlived the leader (e.g. Triton's backend stubs).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        self.after_stop()
+        return True
+
+
+def wait_all_ready(services: Sequence[Service], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for service in services:
+        service.wait_ready(deadline)

@@ -1,0 +1,134 @@
+"""The one typed settings object for every ragstream process.
+
+Values come from ``RAGSTREAM_*`` environment variables (``RAGSTREAM_KAFKA_PORT=29092`` sets ``kafka_port``).
+Defaults describe the local development stack that ``ragstream up`` starts; production sets the address
+fields (``kafka_bootstrap``, ``redis_url``, ``milvus_uri``, ``triton_grpc_url``) and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+ENV_PREFIX = "RAGSTREAM_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Configuration for services, workers, the bridge and the CLI."""
+
+    # Where the local stack keeps data, logs and PID files; survives restarts.
+    data_dir: str = ".ragstream"
+    # Where downloaded service artifacts (Kafka jars, the Triton server wheel) are cached across checkouts.
+    cache_dir: str = "~/.cache/ragstream"
+    host: str = "127.0.0.1"
+
+    kafka_version: str = "4.1.0"
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_heap: str = "-Xms256m -Xmx768m"
+    # Set to use an existing cluster instead of the local one.
+    kafka_bootstrap: str = ""
+    topic_prefix: str = "ragstream"
+    # Partitions of the high-volume topics; the unit of worker parallelism.
+    topic_partitions: int = 4
+
+    redis_port: int = 16379
+    redis_url: str = ""
+
+    milvus_port: int = 19530
+    milvus_uri: str = ""
+
+    triton_http_port: int = 18000
+    triton_grpc_port: int = 18001
+    triton_metrics_port: int = 18002
+    triton_metrics: bool = False
+    triton_grpc_url: str = ""
+    # Model repository served by the local Triton; production points Triton at triton_models/production.
+    triton_model_repository: str = ""
+    pytriton_version: str = "0.7.0"
+    # Python environment the models run in (see triton_models/cpu/requirements.txt); "" = <repo>/.venv-triton.
+    triton_python_env: str = ""
+
+    # Readiness deadlines, seconds.
+    start_timeout_s: float = 60.0
+    stop_timeout_s: float = 20.0
+
+    # Faust worker.
+    app_id: str = "ragstream"
+    worker_web_port: int = 16066
+    # Lower than Faust's defaults: the pipeline is latency-bound, not throughput-bound (see benchmarks/).
+    consumer_fetch_max_wait_ms: int = 10
+    producer_linger_ms: int = 0
+    # Where answers go when a request names no reply topic.
+    default_reply_topic: str = ""
+
+    otlp_endpoint: str = ""
+    log_level: str = "info"
+
+    # Default generation model and limits.
+    llm_model: str = "llm_echo"
+    llm_max_tokens: int = 256
+    request_timeout_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read ``RAGSTREAM_*`` variables; unknown names fail loudly so typos do not pass silently."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, object] = {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in env.items()
+            if key.startswith(ENV_PREFIX) and value != ""
+        }
+        raw.update(overrides)
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"invalid ragstream settings: {exc}") from None
+
+    def with_changes(self, **changes: object) -> Settings:
+        return msgspec.structs.replace(self, **changes)
+
+    # Derived paths and addresses -------------------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir).expanduser().resolve()
+
+    @property
+    def kafka_servers(self) -> str:
+        return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+
+    @property
+    def redis_address(self) -> str:
+        return self.redis_url or f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def milvus_address(self) -> str:
+        return self.milvus_uri or f"http://{self.host}:{self.milvus_port}"
+
+    @property
+    def triton_address(self) -> str:
+        return self.triton_grpc_url or f"{self.host}:{self.triton_grpc_port}"
+
+    @property
+    def model_repository(self) -> Path:
+        if self.triton_model_repository:
+            return Path(self.triton_model_repository).expanduser().resolve()
+        return REPO_ROOT / "triton_models" / "cpu"
+
+    @property
+    def triton_python(self) -> Path:
+        if self.triton_python_env:
+            return Path(self.triton_python_env).expanduser().absolute() / "bin" / "python"
+        return REPO_ROOT / ".venv-triton" / "bin" / "python"
+
+    @property
+    def reply_topic(self) -> str:
+        return self.default_reply_topic or f"{self.topic_prefix}.answers.v1"

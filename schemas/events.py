@@ -1,0 +1,295 @@
+"""Every event ragstream puts on Kafka, as msgspec Structs.
+
+Rules that keep the wire stable:
+- Each event is tagged by ``kind`` (a dotted name), so one topic can carry a union and any consumer knows what it
+  holds without guessing.
+- Decoding ignores fields it does not know, and every field added later has a default: an old worker reads a new
+  producer's events, a new worker reads old events.
+- ``schema_version`` is the major version of the event shape. It changes only for breaking changes, and topic
+  names carry the same number (``ragstream.queries.v1``), so breaking changes get new topics, not surprises.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+JsonScalar = str | int | float | bool | None
+Metadata = dict[str, JsonScalar]
+
+
+def new_id() -> str:
+    """A random 128-bit id, hex: request ids, event ids."""
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    return time.time()
+
+
+class Event(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
+    """Fields every event has."""
+
+    schema_version: int = SCHEMA_VERSION
+    event_id: str = msgspec.field(default_factory=new_id)
+    created_at: float = msgspec.field(default_factory=now)
+
+
+# --- documents -------------------------------------------------------------------------------------------------
+
+
+class DocumentUpsert(Event, tag="document.upsert"):
+    """A new document, or a new version of one. Keyed ``tenant/doc_id`` so versions of a doc stay ordered."""
+
+    tenant: str
+    doc_id: str
+    version: int
+    content: str
+    content_type: str = "text/plain"
+    source_uri: str = ""
+    title: str = ""
+    content_hash: str = ""
+    metadata: Metadata = msgspec.field(default_factory=dict)
+
+
+class DocumentDelete(Event, tag="document.delete"):
+    """Remove every chunk of a document (all versions)."""
+
+    tenant: str
+    doc_id: str
+    reason: str = ""
+
+
+DocumentEvent = DocumentUpsert | DocumentDelete
+
+
+class Chunk(Event, tag="chunk"):
+    """A piece of a document, with enough provenance for a citation to point at the exact place."""
+
+    chunk_id: str
+    tenant: str
+    doc_id: str
+    version: int
+    index: int
+    text: str
+    source_uri: str = ""
+    title: str = ""
+    heading_path: list[str] = msgspec.field(default_factory=list)
+    char_start: int = 0
+    char_end: int = 0
+    metadata: Metadata = msgspec.field(default_factory=dict)
+
+
+class EmbeddedChunk(Event, tag="chunk.embedded"):
+    chunk: Chunk
+    embedding: list[float]
+    model: str
+
+
+class DocumentIndexed(Event, tag="document.indexed"):
+    """Acknowledgement for one document event, keyed by ``tenant/doc_id``."""
+
+    tenant: str
+    doc_id: str
+    version: int
+    status: Literal["indexed", "unchanged", "deleted", "failed"]
+    chunks: int = 0
+    error: str = ""
+
+
+class CacheInvalidation(Event, tag="cache.invalidate"):
+    """Documents changed: cached answers that cited them are stale."""
+
+    tenant: str
+    doc_ids: list[str]
+    reason: str = ""
+
+
+# --- queries ---------------------------------------------------------------------------------------------------
+
+
+class ReplyTo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Where a query's answer events go. A bridge instance names its own topic or partition."""
+
+    topic: str
+    partition: int | None = None
+
+
+class QueryOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    model: str | None = None
+    prompt_version: str | None = None
+    use_cache: bool = True
+
+
+class QueryRequest(Event, tag="query.request"):
+    """A question from a client or another service. Keyed by ``request_id``."""
+
+    request_id: str
+    tenant: str
+    question: str
+    reply_to: ReplyTo
+    session_id: str = ""
+    options: QueryOptions = msgspec.field(default_factory=QueryOptions)
+    # Unix time after which nobody waits for the answer; stages drop expired work.
+    deadline: float | None = None
+
+
+class GuardVerdict(msgspec.Struct, kw_only=True, omit_defaults=True):
+    action: Literal["allow", "modify", "block"]
+    reasons: list[str] = msgspec.field(default_factory=list)
+    scores: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class Passage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A retrieved chunk as the query path sees it."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    score: float
+    source_uri: str = ""
+    title: str = ""
+    heading_path: list[str] = msgspec.field(default_factory=list)
+    char_start: int = 0
+    char_end: int = 0
+
+
+class PromptRef(msgspec.Struct, kw_only=True, frozen=True):
+    name: str
+    version: str
+    content_hash: str
+
+
+class GuardedQuery(Event, tag="query.guarded"):
+    """The request after input screening; ``question`` is the text later stages may see (masked)."""
+
+    request: QueryRequest
+    question: str
+    verdict: GuardVerdict
+    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class RetrievedQuery(Event, tag="query.retrieved"):
+    request: QueryRequest
+    question: str
+    passages: list[Passage]
+    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class PromptedQuery(Event, tag="query.prompted"):
+    """Everything generation needs: the rendered prompt, the model, and the sources behind each [n]."""
+
+    request: QueryRequest
+    question: str
+    prompt: str
+    prompt_ref: PromptRef | None
+    model: str
+    passages: list[Passage] = msgspec.field(default_factory=list)
+    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+QueryStageEvent = QueryRequest | GuardedQuery | RetrievedQuery | PromptedQuery
+
+
+class CancelRequest(Event, tag="query.cancel"):
+    request_id: str
+    reason: str = "client"
+
+
+# --- answers (reply topics) ------------------------------------------------------------------------------------
+
+
+class Citation(msgspec.Struct, kw_only=True, omit_defaults=True):
+    number: int
+    chunk_id: str
+    doc_id: str
+    source_uri: str = ""
+    title: str = ""
+    heading_path: list[str] = msgspec.field(default_factory=list)
+    char_start: int = 0
+    char_end: int = 0
+
+
+class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class TokenDelta(Event, tag="answer.delta"):
+    """A batch of answer text. ``seq`` starts at 0 and has no gaps, so a client can resume and dedupe."""
+
+    request_id: str
+    seq: int
+    text: str
+    tokens: int = 0
+
+
+class AnswerDone(Event, tag="answer.done"):
+    request_id: str
+    text: str
+    citations: list[Citation] = msgspec.field(default_factory=list)
+    model: str = ""
+    prompt_ref: PromptRef | None = None
+    finish_reason: Literal["stop", "length", "cancelled", "refused", "blocked"] = "stop"
+    cached: bool = False
+    usage: Usage = msgspec.field(default_factory=Usage)
+    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    # Number of deltas sent before this event, so a client knows when it has them all.
+    deltas: int = 0
+
+
+class AnswerError(Event, tag="answer.error"):
+    """A stage failed or refused: the client always hears about it."""
+
+    request_id: str
+    code: str
+    message: str
+    stage: str = ""
+    retryable: bool = False
+
+
+AnswerEvent = TokenDelta | AnswerDone | AnswerError
+
+
+# --- operations ------------------------------------------------------------------------------------------------
+
+
+class DeadLetter(Event, tag="dead_letter"):
+    """An input a stage could not decode or process, kept whole so it can be replayed after a fix."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    stage: str
+    error_type: str
+    reason: str
+    key: bytes | None = None
+    value: bytes = b""
+    headers: dict[str, bytes] = msgspec.field(default_factory=dict)
+
+
+AnyEvent = (
+    DocumentUpsert
+    | DocumentDelete
+    | Chunk
+    | EmbeddedChunk
+    | DocumentIndexed
+    | CacheInvalidation
+    | QueryRequest
+    | GuardedQuery
+    | RetrievedQuery
+    | PromptedQuery
+    | CancelRequest
+    | TokenDelta
+    | AnswerDone
+    | AnswerError
+    | DeadLetter
+)

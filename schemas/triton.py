@@ -1,0 +1,49 @@
+"""The tensor contract between ragstream and its generation models in Triton.
+
+It is TensorRT-LLM's ``ensemble`` interface (tensorrtllm_backend ``all_models/inflight_batcher_llm/ensemble``),
+so the same client streams from the CPU models here and from TensorRT-LLM engines on GPUs in production. Each
+model in ``triton_models/`` declares these tensors; a test checks every config against this table.
+Shapes are given without the batch dimension: the models use ``max_batch_size > 0``, so a client sends ``[1, n]``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class TensorSpec(msgspec.Struct, frozen=True):
+    name: str
+    data_type: str  # Triton config name, e.g. "TYPE_STRING"
+    dims: tuple[int, ...]
+    optional: bool = False
+
+    @property
+    def client_dtype(self) -> str:
+        """The dtype name tritonclient expects (``InferInput(name, shape, dtype)``)."""
+        return _CLIENT_DTYPES[self.data_type]
+
+
+_CLIENT_DTYPES = {
+    "TYPE_STRING": "BYTES",
+    "TYPE_INT32": "INT32",
+    "TYPE_INT64": "INT64",
+    "TYPE_UINT64": "UINT64",
+    "TYPE_FP32": "FP32",
+    "TYPE_BOOL": "BOOL",
+}
+
+GENERATION_INPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec("text_input", "TYPE_STRING", (1,)),
+    TensorSpec("max_tokens", "TYPE_INT32", (1,)),
+    TensorSpec("stream", "TYPE_BOOL", (1,), optional=True),
+    TensorSpec("temperature", "TYPE_FP32", (1,), optional=True),
+    TensorSpec("top_p", "TYPE_FP32", (1,), optional=True),
+    TensorSpec("top_k", "TYPE_INT32", (1,), optional=True),
+    TensorSpec("stop_words", "TYPE_STRING", (-1,), optional=True),
+    TensorSpec("seed", "TYPE_UINT64", (1,), optional=True),
+)
+
+GENERATION_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("text_output", "TYPE_STRING", (-1,)),)
+
+EMBEDDING_INPUTS: tuple[TensorSpec, ...] = (TensorSpec("text", "TYPE_STRING", (1,)),)
+EMBEDDING_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("embedding", "TYPE_FP32", (-1,)),)

@@ -1,0 +1,134 @@
+"""The ``ragstream`` command: run the local stack, the worker, and talk to the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from infra.settings import Settings
+
+cli = typer.Typer(
+    name="ragstream",
+    help="Streaming RAG with guardrails on Kafka, Faust, Milvus, Redis and Triton.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ServiceNames = Annotated[
+    list[str] | None, typer.Argument(help="Services to act on (kafka, redis, milvus, triton); default all.")
+]
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _print_status(rows: list[tuple[str, str, str, str, str]]) -> None:
+    typer.echo(f"{'SERVICE':<8} {'STATE':<10} {'PID':<8} {'ADDRESS':<28} DETAIL")
+    for name, state, pid, address, detail in rows:
+        typer.echo(f"{name:<8} {state:<10} {pid:<8} {address:<28} {detail}")
+
+
+@cli.command()
+def up(services: ServiceNames = None) -> None:
+    """Start the local services (idempotent) and create the topics."""
+    from infra.stack import ServiceError, Stack
+
+    stack = Stack(_settings())
+    try:
+        statuses = stack.up(services or [])
+    except ServiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _print_status([(s.name, s.state, str(s.pid or "-"), s.address, s.detail) for s in statuses])
+
+
+@cli.command()
+def down(services: ServiceNames = None) -> None:
+    """Stop the local services by the PIDs recorded at start."""
+    from infra.stack import Stack
+
+    for name, stopped in Stack(_settings()).down(services or []):
+        typer.echo(f"{name:<8} {'stopped' if stopped else 'was not running'}")
+
+
+@cli.command()
+def status(services: ServiceNames = None) -> None:
+    """Health of each local service. Exit code 1 if any is not up."""
+    from infra.stack import Stack
+
+    statuses = Stack(_settings()).status(services or [])
+    _print_status([(s.name, s.state, str(s.pid or "-"), s.address, s.detail) for s in statuses])
+    if any(s.state != "up" for s in statuses):
+        raise typer.Exit(1)
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Concurrent generations per worker.")] = 32,
+) -> None:
+    """Run a Faust worker with every agent."""
+    from streams.worker import run_worker
+
+    run_worker(_settings(), generation_concurrency=concurrency)
+
+
+@cli.command()
+def demo(
+    question: Annotated[str, typer.Argument(help="Text to send through Kafka and Triton.")] = (
+        "ragstream streams this answer token by token from Triton through Kafka to your terminal."
+    ),
+    model: Annotated[str | None, typer.Option(help="Triton model; default from settings.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 60.0,
+) -> None:
+    """Send one request through Kafka to the worker and Triton, and print the streamed answer."""
+    from schemas.events import AnswerDone, AnswerError, QueryOptions, TokenDelta
+    from streams.client import KafkaAsker
+
+    settings = _settings()
+
+    async def run() -> int:
+        async with KafkaAsker(settings) as asker:
+            request_id = await asker.send(question, options=QueryOptions(model=model))
+            typer.echo(f"request {request_id} -> {settings.topic_prefix}.queries.v1", err=True)
+            async for event in asker.events(request_id, timeout_s=timeout):
+                if isinstance(event, TokenDelta):
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                elif isinstance(event, AnswerDone):
+                    typer.echo("")
+                    timings = ", ".join(f"{k}={v:.1f}ms" for k, v in event.timings_ms.items())
+                    typer.echo(f"[done: {event.finish_reason}, {event.deltas} deltas, model {event.model}; {timings}]",
+                               err=True)  # fmt: skip
+                    return 0
+                elif isinstance(event, AnswerError):
+                    typer.echo(f"\n[error {event.code} in {event.stage}: {event.message}]", err=True)
+                    return 1
+        return 1
+
+    try:
+        code = asyncio.run(run())
+    except TimeoutError:
+        typer.echo(f"no answer within {timeout:.0f}s: is `ragstream worker` running?", err=True)
+        code = 1
+    raise typer.Exit(code)
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def capacity(ctx: typer.Context) -> None:
+    """Plan GPU capacity for a model (KV cache, concurrency, tokens/s); --help for options."""
+    from infra.capacity import main as capacity_main
+
+    raise typer.Exit(capacity_main(list(ctx.args)))
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,123 @@
+"""Ask questions over Kafka the way any other service would: a plain aiokafka producer and consumer.
+
+The request names a reply topic (and optionally a partition); the client reads that topic from its current end and
+keeps only events keyed by its request ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from infra.settings import Settings
+from schemas.codec import EventDecoder, encode
+from schemas.events import (
+    AnswerDone,
+    AnswerError,
+    AnswerEvent,
+    CancelRequest,
+    QueryOptions,
+    QueryRequest,
+    ReplyTo,
+    new_id,
+)
+from streams.topics import topic_name
+
+_answers: EventDecoder[AnswerEvent] = EventDecoder(AnswerEvent)
+
+
+class KafkaAsker:
+    """Produces query requests and yields their answer events. Use as an async context manager."""
+
+    def __init__(self, settings: Settings, *, reply_topic: str | None = None) -> None:
+        self.settings = settings
+        self.reply_topic = reply_topic or settings.reply_topic
+        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            group_id=None,
+        )
+        self._queues: dict[str, asyncio.Queue[AnswerEvent]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> KafkaAsker:
+        await self._producer.start()
+        await self._consumer.start()
+        partitions = self._consumer.partitions_for_topic(self.reply_topic)
+        if partitions is None:
+            await self._consumer._client.force_metadata_update()
+            partitions = self._consumer.partitions_for_topic(self.reply_topic)
+        if not partitions:
+            raise RuntimeError(f"reply topic {self.reply_topic} does not exist (run `ragstream up`)")
+        assigned = [TopicPartition(self.reply_topic, p) for p in sorted(partitions)]
+        self._consumer.assign(assigned)
+        await self._consumer.seek_to_end(*assigned)
+        for tp in assigned:  # resolve the end offsets now, before any request is sent
+            await self._consumer.position(tp)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def _read(self) -> None:
+        async for record in self._consumer:
+            request_id = record.key.decode() if record.key else ""
+            queue = self._queues.get(request_id)
+            if queue is None or record.value is None:
+                continue
+            await queue.put(_answers.decode(record.value))
+
+    async def send(
+        self,
+        question: str,
+        *,
+        tenant: str = "default",
+        options: QueryOptions | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        request = QueryRequest(
+            request_id=request_id or new_id(),
+            tenant=tenant,
+            question=question,
+            reply_to=ReplyTo(topic=self.reply_topic),
+            options=options or QueryOptions(),
+            deadline=time.time() + self.settings.request_timeout_s,
+        )
+        self._queues[request.request_id] = asyncio.Queue()
+        await self._producer.send_and_wait(
+            topic_name("queries", self.settings), encode(request), key=request.request_id.encode()
+        )
+        return request.request_id
+
+    async def events(self, request_id: str, *, timeout_s: float | None = None) -> AsyncIterator[AnswerEvent]:
+        """Yield the answer events of one request until its done or error event."""
+        queue = self._queues[request_id]
+        timeout = timeout_s if timeout_s is not None else self.settings.request_timeout_s
+        try:
+            while True:
+                event = await asyncio.wait_for(queue.get(), timeout)
+                yield event
+                if isinstance(event, AnswerDone | AnswerError):
+                    return
+        finally:
+            self._queues.pop(request_id, None)
+
+    async def cancel(self, request_id: str) -> None:
+        await self._producer.send_and_wait(
+            topic_name("cancellations", self.settings),
+            encode(CancelRequest(request_id=request_id)),
+            key=request_id.encode(),
+        )
