@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Model repository served by the local Triton; production points Triton at triton_models/production.
     triton_model_repository: str = ""
     pytriton_version: str = "0.7.0"
+    # Comma-separated models Triton loads at start ("*" = every model in the repository).
+    triton_load_models: str = "*"
     # Python environment the models run in (see triton_models/cpu/requirements.txt); "" = <repo>/.venv-triton.
     triton_python_env: str = ""
 
@@ -66,11 +68,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Where answers go when a request names no reply topic.
     default_reply_topic: str = ""
 
+    # WebSocket bridge.
+    bridge_port: int = 8765
+    # Prometheus scrape endpoint of workers and bridges (0 = off).
+    metrics_port: int = 0
+
     otlp_endpoint: str = ""
     log_level: str = "info"
 
     # Default generation model and limits.
-    llm_model: str = "llm_echo"
+    llm_model: str = "llm_small"
     llm_max_tokens: int = 256
     request_timeout_s: float = 30.0
 

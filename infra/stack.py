@@ -16,24 +16,31 @@ from infra.services.kafka import Kafka
 from infra.services.milvus import Milvus
 from infra.services.redis import Redis
 from infra.services.triton import Triton
+from infra.services.worker import Worker
 from infra.settings import Settings
 
 __all__ = ["ServiceError", "Stack", "Status"]
 
 
+INFRASTRUCTURE = ("kafka", "redis", "milvus", "triton")
+
+
 class Stack:
+    """The infrastructure services, plus a background worker that starts only when named (``up worker``)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: dict[str, Service] = {
             service.name: service
-            for service in (Kafka(settings), Redis(settings), Milvus(settings), Triton(settings))
+            for service in (Kafka(settings), Redis(settings), Milvus(settings), Triton(settings), Worker(settings))
         }
 
-    def select(self, names: Sequence[str] = ()) -> list[Service]:
+    def select(self, names: Sequence[str] = (), *, default: Sequence[str] = INFRASTRUCTURE) -> list[Service]:
         unknown = set(names) - set(self.services)
         if unknown:
             raise ServiceError(f"unknown service(s) {sorted(unknown)}; known: {sorted(self.services)}")
-        return [service for name, service in self.services.items() if not names or name in names]
+        chosen = names or default
+        return [service for name, service in self.services.items() if name in chosen]
 
     def up(self, names: Sequence[str] = ()) -> list[Status]:
         """Start what is not running, wait until everything is ready, create missing topics. Idempotent."""
@@ -55,7 +62,8 @@ class Stack:
         return [service.status() for service in chosen]
 
     def down(self, names: Sequence[str] = ()) -> list[tuple[str, bool]]:
-        return [(service.name, service.stop()) for service in reversed(self.select(names))]
+        """Stop the named services, or everything (the worker first) when none are named."""
+        return [(service.name, service.stop()) for service in reversed(self.select(names, default=list(self.services)))]
 
     def status(self, names: Sequence[str] = ()) -> list[Status]:
-        return [service.status() for service in self.select(names)]
+        return [service.status() for service in self.select(names, default=list(self.services))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import msgspec
@@ -67,7 +67,12 @@ def _tensor(name: str, value: Any) -> grpcclient.InferInput:
         items = [value] if isinstance(value, str) else list(value)
         array = np.array([[item.encode("utf-8") for item in items]], dtype=np.object_)
     else:
-        dtype = {"TYPE_INT32": np.int32, "TYPE_UINT64": np.uint64, "TYPE_FP32": np.float32, "TYPE_BOOL": np.bool_}
+        dtype = {
+            "TYPE_INT32": np.int32,
+            "TYPE_UINT64": np.uint64,
+            "TYPE_FP32": np.float32,
+            "TYPE_BOOL": np.bool_,
+        }
         array = np.array([[value]], dtype=dtype[spec.data_type])
     tensor = grpcclient.InferInput(name, list(array.shape), spec.client_dtype)
     tensor.set_data_from_numpy(array)
@@ -125,7 +130,7 @@ class TritonClient:
         *,
         request_id: str = "",
         stats: StreamStats | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield text pieces as the model produces them.
 
         Raises :class:`TritonError` on failure. Nothing is retried once a token has been yielded: the caller has

@@ -32,7 +32,7 @@ def now() -> float:
     return time.time()
 
 
-class Event(msgspec.Struct, kw_only=True, tag_field="kind", omit_defaults=True):
+class Event(msgspec.Struct, kw_only=True, tag_field="kind"):
     """Fields every event has."""
 
     schema_version: int = SCHEMA_VERSION
@@ -55,6 +55,10 @@ class DocumentUpsert(Event, tag="document.upsert"):
     title: str = ""
     content_hash: str = ""
     metadata: Metadata = msgspec.field(default_factory=dict)
+    # Raw file bytes when ``content`` cannot carry them (PDF, or text that is not valid UTF-8); the loader decodes.
+    content_bytes: bytes = b""
+    # Index again even if the content hash matches the live version (embeddings then come from the cache).
+    reindex: bool = False
 
 
 class DocumentDelete(Event, tag="document.delete"):
@@ -83,6 +87,11 @@ class Chunk(Event, tag="chunk"):
     char_start: int = 0
     char_end: int = 0
     metadata: Metadata = msgspec.field(default_factory=dict)
+    # Chunks in this document version, so the indexer knows when the version is complete and can go live.
+    total: int = 0
+    content_hash: str = ""
+    # event_id of the DocumentUpsert this chunk came from, echoed in the index ack.
+    document_event_id: str = ""
 
 
 class EmbeddedChunk(Event, tag="chunk.embedded"):
@@ -100,6 +109,8 @@ class DocumentIndexed(Event, tag="document.indexed"):
     status: Literal["indexed", "unchanged", "deleted", "failed"]
     chunks: int = 0
     error: str = ""
+    # event_id of the document event this acknowledges, so a producer can match acks to what it sent.
+    event_ref: str = ""
 
 
 class CacheInvalidation(Event, tag="cache.invalidate"):

@@ -45,5 +45,14 @@ GENERATION_INPUTS: tuple[TensorSpec, ...] = (
 
 GENERATION_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("text_output", "TYPE_STRING", (-1,)),)
 
+# Embedder: one text per batch row; Triton's dynamic batcher merges concurrent requests. Vectors are L2-normalized.
 EMBEDDING_INPUTS: tuple[TensorSpec, ...] = (TensorSpec("text", "TYPE_STRING", (1,)),)
 EMBEDDING_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("embedding", "TYPE_FP32", (-1,)),)
+
+# Reranker: one query and its candidate passages per batch row; one relevance score per passage (higher = better).
+# A cross-encoder fits this interface unchanged.
+RERANK_INPUTS: tuple[TensorSpec, ...] = (
+    TensorSpec("query", "TYPE_STRING", (1,)),
+    TensorSpec("passages", "TYPE_STRING", (-1,)),
+)
+RERANK_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("scores", "TYPE_FP32", (-1,)),)

@@ -12,7 +12,7 @@ from streams import _transport
 from streams.topics import TOPICS
 
 
-class RagstreamApp(faust.App):  # type: ignore[misc]
+class RagstreamApp(faust.App):
     """A Faust app whose consumer fetch wait comes from settings (see :mod:`streams._transport`)."""
 
     fetch_max_wait_ms: int = 1500

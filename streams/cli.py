@@ -19,7 +19,8 @@ cli = typer.Typer(
 )
 
 ServiceNames = Annotated[
-    list[str] | None, typer.Argument(help="Services to act on (kafka, redis, milvus, triton); default all.")
+    list[str] | None,
+    typer.Argument(help="Services: kafka, redis, milvus, triton (the default set for up) and worker."),
 ]
 
 
@@ -62,12 +63,13 @@ def down(services: ServiceNames = None) -> None:
 
 @cli.command()
 def status(services: ServiceNames = None) -> None:
-    """Health of each local service. Exit code 1 if any is not up."""
-    from infra.stack import Stack
+    """Health of each local service. Exit code 1 if an infrastructure service (or a named one) is not up."""
+    from infra.stack import INFRASTRUCTURE, Stack
 
     statuses = Stack(_settings()).status(services or [])
     _print_status([(s.name, s.state, str(s.pid or "-"), s.address, s.detail) for s in statuses])
-    if any(s.state != "up" for s in statuses):
+    required = set(services or INFRASTRUCTURE)
+    if any(s.state != "up" for s in statuses if s.name in required):
         raise typer.Exit(1)
 
 
@@ -120,6 +122,28 @@ def demo(
         typer.echo(f"no answer within {timeout:.0f}s: is `ragstream worker` running?", err=True)
         code = 1
     raise typer.Exit(code)
+
+
+@cli.command()
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="Files or directories (txt md rst html pdf); --delete: doc ids.")],
+    tenant: Annotated[str, typer.Option(help="Tenant the documents belong to.")] = "default",
+    prefix: Annotated[str, typer.Option(help="Prefix for doc ids (paths relative to each directory given).")] = "",
+    force: Annotated[bool, typer.Option(help="Re-index unchanged files too (embeddings come from the cache).")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete the documents whose ids are given.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the index acknowledgements.")] = 900.0,
+) -> None:
+    """Send documents through Kafka to the indexer and wait until they are searchable."""
+    from streams import ingest_client
+
+    settings = _settings()
+    if delete:
+        report = asyncio.run(ingest_client.delete(settings, tenant, paths, timeout_s=timeout))
+    else:
+        run = ingest_client.ingest(settings, paths, tenant, prefix=prefix, force=force, timeout_s=timeout)
+        report = asyncio.run(run)
+    typer.echo(ingest_client.format_report(report), err=True)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -30,6 +30,22 @@ from streams.topics import topic_name
 _answers: EventDecoder[AnswerEvent] = EventDecoder(AnswerEvent)
 
 
+async def follow_from_end(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` to a started consumer, positioned at the current end."""
+    partitions = consumer.partitions_for_topic(topic)
+    if partitions is None:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise RuntimeError(f"topic {topic} does not exist (run `ragstream up`)")
+    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(assigned)
+    await consumer.seek_to_end(*assigned)
+    for tp in assigned:  # resolve the end offsets now, before anything is sent
+        await consumer.position(tp)
+    return assigned
+
+
 class KafkaAsker:
     """Produces query requests and yields their answer events. Use as an async context manager."""
 
@@ -49,17 +65,7 @@ class KafkaAsker:
     async def __aenter__(self) -> KafkaAsker:
         await self._producer.start()
         await self._consumer.start()
-        partitions = self._consumer.partitions_for_topic(self.reply_topic)
-        if partitions is None:
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer.partitions_for_topic(self.reply_topic)
-        if not partitions:
-            raise RuntimeError(f"reply topic {self.reply_topic} does not exist (run `ragstream up`)")
-        assigned = [TopicPartition(self.reply_topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assigned)
-        await self._consumer.seek_to_end(*assigned)
-        for tp in assigned:  # resolve the end offsets now, before any request is sent
-            await self._consumer.position(tp)
+        await follow_from_end(self._consumer, self.reply_topic)
         self._reader = asyncio.create_task(self._read())
         return self
 

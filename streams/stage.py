@@ -92,9 +92,7 @@ class Outbox:
         all_headers = {**telemetry.headers_from_context(), **(headers or {})}
         all_headers["ragstream-kind"] = str(getattr(event, "kind", type(event).__name__)).encode()
         raw_key = key.encode() if isinstance(key, str) else key
-        await self.app.producer.send(
-            topic, raw_key, encode(event), partition, None, list(all_headers.items())
-        )
+        await self.app.producer.send(topic, raw_key, encode(event), partition, None, list(all_headers.items()))
 
     async def reply(self, reply_to: ReplyTo, request_id: str, event: msgspec.Struct) -> None:
         await self.send(reply_to.topic, request_id, event, partition=reply_to.partition)
@@ -125,7 +123,7 @@ class Stage(Generic[In]):
         self.processed = 0
         self.failed = 0
 
-    async def run(self, stream: faust.StreamT) -> None:
+    async def run(self, stream: faust.StreamT[Any]) -> None:
         """The agent body: one call per consumed message, never raising out of the loop."""
         async for event in stream.events():
             await self.process(event.message)

@@ -16,6 +16,6 @@ def run_worker(settings: Settings, *, generation_concurrency: int = 32) -> None:
     telemetry.configure(settings, "ragstream-worker")
     app = create_app(settings)
     register(app, settings, generation_concurrency=generation_concurrency)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), console_port=None)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     worker.execute_from_commandline()

@@ -84,6 +84,7 @@ class Service(ABC):
         self.settings = settings
         self.run_dir = settings.data_path / "run"
         self.log_dir = settings.data_path / "logs"
+        self._log_offset = 0
 
     # -- what a subclass provides ---------------------------------------------------------------------------
     @property
@@ -106,6 +107,10 @@ class Service(ABC):
 
     def after_stop(self) -> None:
         """Clean up what the process may leave behind."""
+
+    def fatal_error(self) -> str | None:
+        """A start-up failure the process will not recover from (read from its log), to fail before the deadline."""
+        return None
 
     # -- files ----------------------------------------------------------------------------------------------
     @property
@@ -158,6 +163,7 @@ class Service(ABC):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.env}
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with self.log_file.open("ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {' '.join(spec.argv)}\n".encode())
             log.flush()
@@ -184,6 +190,11 @@ class Service(ABC):
             problem = self.probe()
             if problem is None:
                 return
+            fatal = self.fatal_error()
+            if fatal is not None:
+                log_tail = tail(self.log_file)
+                self.stop()
+                raise ServiceError(f"{self.name} failed to start: {fatal}\nLog {self.log_file}:\n{log_tail}")
             pid = self._read_pid()
             if pid is None:
                 raise ServiceError(
@@ -193,8 +204,7 @@ class Service(ABC):
         log_tail = tail(self.log_file)
         self.stop()
         raise ServiceError(
-            f"{self.name} was not ready before the deadline ({problem}); stopped it. "
-            f"Log {self.log_file}:\n{log_tail}"
+            f"{self.name} was not ready before the deadline ({problem}); stopped it. Log {self.log_file}:\n{log_tail}"
         )
 
     def start(self) -> None:

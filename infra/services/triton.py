@@ -23,6 +23,12 @@ from pathlib import Path
 from infra.services._process import Launch, Service, ServiceError
 
 _SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+_FATAL_MARKERS = (
+    "Failed to preinitialize Python stub",
+    "failed to load",
+    "Failed to load",
+    "Traceback (most recent call last)",
+)
 
 
 def _extract_with_modes(wheel: Path, target: Path) -> None:
@@ -153,7 +159,11 @@ class Triton(Service):
                 f"triton_models/cpu/requirements.txt` (the README's set-up does this)"
             )
         result = subprocess.run(
-            [str(python), "-c", "import sys,sysconfig; print(sys.version_info[:2], sysconfig.get_config_var('LIBDIR'))"],
+            [
+                str(python),
+                "-c",
+                "import sys,sysconfig; print(sys.version_info[:2], sysconfig.get_config_var('LIBDIR'))",
+            ],
             capture_output=True,
             text=True,
             check=True,
@@ -193,6 +203,7 @@ class Triton(Service):
             f"--grpc-address={s.host}",
             f"--grpc-port={s.triton_grpc_port}",
             "--disable-auto-complete-config",
+            *self._model_flags(),
             "--exit-timeout-secs=5",
             "--log-verbose=0",
         ]
@@ -201,6 +212,30 @@ class Triton(Service):
         else:
             argv += ["--allow-metrics=false"]
         return Launch(argv, env=env)
+
+    def models_to_load(self) -> list[str]:
+        wanted = self.settings.triton_load_models.strip()
+        if wanted in ("", "*"):
+            return sorted(p.parent.name for p in self.settings.model_repository.glob("*/config.pbtxt"))
+        return [name.strip() for name in wanted.split(",") if name.strip()]
+
+    def _model_flags(self) -> list[str]:
+        # Always explicit: "*" means every directory with a config.pbtxt, so helper folders such as
+        # triton_models/cpu/_shared (code the models share) are not mistaken for models.
+        return ["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.models_to_load())]
+
+    def fatal_error(self) -> str | None:
+        """A model that fails to load leaves the server hanging in start-up; read its log to fail fast."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self._log_offset)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if any(marker in line for marker in _FATAL_MARKERS):
+                return line.strip()[:500]
+        return None
 
     def probe(self) -> str | None:
         url = f"http://{self.settings.host}:{self.settings.triton_http_port}/v2/health/ready"

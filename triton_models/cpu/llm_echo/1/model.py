@@ -35,7 +35,6 @@ class TritonPythonModel:
 
     async def execute(self, requests):
         await asyncio.gather(*(self._serve(request) for request in requests))
-        return None
 
     async def _serve(self, request):
         sender = request.get_response_sender()

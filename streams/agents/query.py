@@ -1,4 +1,4 @@
-"""Agents: each wires one processor to its topics through :class:`streams.stage.Stage`, in a few lines."""
+"""Query-path agents: generation and cancellation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import faust
 
 from infra.settings import Settings
 from processors.generation import Generator
-from processors.triton_client import GenerationParams, TritonClient
+from processors.triton_client import GenerationParams
 from schemas.events import CancelRequest, QueryRequest
+from streams.agents._resources import Resources
 from streams.app import Topics
 from streams.stage import Outbox, Stage, StageContext
 
@@ -32,38 +33,15 @@ class Cancellations:
         return request_id in self._until
 
 
-class Resources:
-    """Clients of the real services, created on the worker's event loop at first use."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._triton: TritonClient | None = None
-
-    @property
-    def triton(self) -> TritonClient:
-        if self._triton is None:
-            self._triton = TritonClient(self.settings.triton_address, timeout_s=self.settings.request_timeout_s)
-        return self._triton
-
-    async def close(self) -> None:
-        if self._triton is not None:
-            await self._triton.close()
-            self._triton = None
-
-
-@dataclass
-class Pipeline:
-    app: faust.App
-    topics: Topics
-    stages: dict[str, Stage[object]]
-    resources: Resources
-    cancellations: Cancellations
-
-
-def register(app: faust.App, settings: Settings, *, generation_concurrency: int = 32) -> Pipeline:
-    topics = Topics(app, settings)
-    outbox = Outbox(app, settings)
-    resources = Resources(settings)
+def register(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    outbox: Outbox,
+    resources: Resources,
+    *,
+    generation_concurrency: int = 32,
+) -> dict[str, Stage[object]]:
     cancellations = Cancellations()
 
     async def generate(request: QueryRequest, ctx: StageContext) -> None:
@@ -92,9 +70,4 @@ def register(app: faust.App, settings: Settings, *, generation_concurrency: int 
     }
     app.agent(topics["queries"], name="generate", concurrency=generation_concurrency)(stages["generate"].run)
     app.agent(topics["cancellations"], name="cancel")(stages["cancel"].run)
-
-    @app.on_before_shutdown.connect  # type: ignore[untyped-decorator]
-    async def _close(sender: faust.App, **kwargs: object) -> None:
-        await resources.close()
-
-    return Pipeline(app, topics, stages, resources, cancellations)
+    return stages

@@ -1,0 +1,148 @@
+"""Fixtures that run the real services for the tests.
+
+The test stack lives in its own data dir on free ports, so it never touches a developer's running stack; it is
+started once per session by the project's own :class:`infra.stack.Stack` and stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.settings import Settings
+from infra.stack import Stack
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def isolated_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a private stack: own data dir, free ports, and the shared artifact cache."""
+    ports = free_ports(8)
+    values: dict[str, object] = {
+        "data_dir": str(data_dir),
+        "kafka_port": ports[0],
+        "kafka_controller_port": ports[1],
+        "redis_port": ports[2],
+        "milvus_port": ports[3],
+        "triton_http_port": ports[4],
+        "triton_grpc_port": ports[5],
+        "worker_web_port": ports[6],
+        "bridge_port": ports[7],
+        "topic_partitions": 2,
+        "start_timeout_s": 180.0,
+    }
+    values.update(overrides)
+    passthrough = ("RAGSTREAM_CACHE_DIR", "RAGSTREAM_TRITON_LOAD_MODELS", "RAGSTREAM_TRITON_PYTHON_ENV")
+    return Settings.from_env({k: v for k, v in os.environ.items() if k in passthrough}, **values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The same settings as RAGSTREAM_* variables, for subprocesses (worker, CLI)."""
+    import msgspec
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTREAM_")}
+    for key, value in msgspec.structs.asdict(settings).items():
+        env[f"RAGSTREAM_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return isolated_settings(tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: Settings) -> Iterator[Stack]:
+    stack = Stack(stack_settings)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+class WorkerProcess:
+    """``ragstream worker`` as a real subprocess (its own Kafka consumer group, like production)."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def wait_worker_ready(settings: Settings, worker: WorkerProcess, timeout_s: float = 120.0) -> None:
+    """Ready means a request made the full round trip through Kafka, the worker and Triton."""
+    from schemas.events import AnswerDone, QueryOptions
+    from streams.client import KafkaAsker
+
+    deadline = time.monotonic() + timeout_s
+    async with KafkaAsker(settings) as asker:
+        while time.monotonic() < deadline:
+            if not worker.alive():
+                raise RuntimeError(f"worker exited:\n{worker.log()[-4000:]}")
+            request_id = await asker.send("ping", options=QueryOptions(max_tokens=1, model="llm_echo"))
+            try:
+                async for event in asker.events(request_id, timeout_s=5.0):
+                    if isinstance(event, AnswerDone):
+                        return
+            except TimeoutError:
+                continue
+    raise RuntimeError(f"worker not ready after {timeout_s}s:\n{worker.log()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+async def worker(
+    stack: Stack, stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[WorkerProcess]:
+    process = WorkerProcess(stack_settings, tmp_path_factory.mktemp("worker") / "worker.log")
+    process.start()
+    try:
+        await wait_worker_ready(stack_settings, process)
+        yield process
+    finally:
+        process.stop()

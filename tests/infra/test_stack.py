@@ -1,0 +1,98 @@
+"""`ragstream up` / `status` / `down` on a private stack: idempotent start, clean stop, clear errors."""
+
+from __future__ import annotations
+
+import glob
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra.services._process import ServiceError, _proc_start_time
+from infra.services.redis import Redis
+from infra.stack import Stack
+from tests.conftest import isolated_settings, settings_env
+
+
+def _ragstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams", *args], check=False, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_up_twice_status_and_down_leave_nothing_behind(tmp_path: Path) -> None:
+    settings = isolated_settings(tmp_path / "data", triton_load_models="llm_echo")
+    env = settings_env(settings)
+
+    first = _ragstream(env, "up")
+    assert first.returncode == 0, first.stderr
+    stack = Stack(settings)
+    pids = {s.name: s.pid for s in stack.status()}
+    assert set(pids) == {"kafka", "redis", "milvus", "triton"}
+    assert all(pids.values())
+
+    second = _ragstream(env, "up")  # harmless: nothing restarted
+    assert second.returncode == 0, second.stderr
+    assert {s.name: s.pid for s in stack.status()} == pids
+
+    status = _ragstream(env, "status")
+    assert status.returncode == 0
+    for name in pids:
+        assert any(line.split()[:2] == [name, "up"] for line in status.stdout.splitlines()), status.stdout
+
+    triton_children = subprocess.run(
+        ["pgrep", "-g", str(pids["triton"])], check=False, capture_output=True, text=True
+    ).stdout.split()
+    down = _ragstream(env, "down")
+    assert down.returncode == 0, down.stderr
+
+    for name, pid in pids.items():
+        assert pid is not None
+        assert _proc_start_time(pid) is None, f"{name} (pid {pid}) still running"
+    for child in triton_children:
+        assert _proc_start_time(int(child)) is None, f"triton stub {child} still running"
+    # Every Python-backend region left on the machine belongs to some live process (e.g. another stack): none orphaned.
+    orphaned = [r for r in glob.glob("/dev/shm/triton_python_backend_shm_region_*") if r not in _mapped_regions()]
+    assert orphaned == []
+    after = _ragstream(env, "status")
+    assert after.returncode == 1
+    assert all(line.split()[1] == "down" for line in after.stdout.splitlines()[1:]), after.stdout
+    assert not list((settings.data_path / "run").glob("*.pid"))
+
+
+def _mapped_regions() -> set[str]:
+    from infra.services.triton import _mapped_files
+
+    return _mapped_files()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    settings = isolated_settings(tmp_path / "data")
+    blocker = socket.socket()
+    blocker.bind((settings.host, settings.redis_port))
+    blocker.listen()
+    try:
+        with pytest.raises(ServiceError, match=rf"port\(s\) \[{settings.redis_port}\].*in use"):
+            Redis(settings).start()
+    finally:
+        blocker.close()
+
+
+def test_a_model_that_cannot_load_fails_fast_with_the_reason(tmp_path: Path) -> None:
+    repository = tmp_path / "models" / "broken" / "1"
+    repository.mkdir(parents=True)
+    (repository.parent / "config.pbtxt").write_text(
+        'name: "broken"\nbackend: "python"\nmax_batch_size: 0\n'
+        'input [ { name: "x" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+        'output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]\n'
+    )
+    (repository / "model.py").write_text("import no_such_module_for_ragstream\n")
+    settings = isolated_settings(
+        tmp_path / "data", triton_model_repository=str(tmp_path / "models"), start_timeout_s=120.0
+    )
+    stack = Stack(settings)
+    with pytest.raises(ServiceError, match="triton failed to start"):
+        stack.up(["triton"])
+    assert stack.status(["triton"])[0].state == "down"
