@@ -12,6 +12,11 @@ rules of thumb, so a new model or GPU only needs its ``config.json`` numbers or 
 * Decode is memory-bandwidth bound: each step streams the weights once plus every live sequence's KV cache.
   Prefill is compute bound: 2 FLOPs per parameter per prompt token plus causal attention.
 
+Throughput comes twice: an upper bound at data-sheet speed that measurements must never beat, and an estimate
+at the efficiencies a real stack sustains (``REALISTIC``); ``tests/infra/test_capacity.py`` holds both against
+NVIDIA's published TensorRT-LLM figures. Tensor-parallel communication is not modelled, so multi-GPU numbers are
+optimistic.
+
 The ``infra/engines`` build and ``triton_models/production/tensorrt_llm`` settings were sized with this
 module; ``ragstream capacity`` prints :func:`render_plan`.
 """
@@ -436,7 +441,12 @@ def decode_step_seconds(
 ) -> float:
     """Time of one decode step: the slower of streaming its bytes and computing its FLOPs."""
     cost = decode_step_cost(
-        model, batch=batch, context_tokens=context_tokens, weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpus=gpus
+        model,
+        batch=batch,
+        context_tokens=context_tokens,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+        gpus=gpus,
     )
     memory_time = cost.bytes / (gpu.bandwidth_bytes_per_s * efficiency.bandwidth)
     compute_time = cost.flops / (peak_flops(gpu, weight_dtype) * efficiency.compute)
@@ -487,7 +497,12 @@ def steady_state_throughput(
         return 0.0
     mean_context = input_tokens + output_tokens / 2
     step = decode_step_cost(
-        model, batch=batch, context_tokens=mean_context, weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpus=gpus
+        model,
+        batch=batch,
+        context_tokens=mean_context,
+        weight_dtype=weight_dtype,
+        kv_dtype=kv_dtype,
+        gpus=gpus,
     )
     bandwidth = gpu.bandwidth_bytes_per_s * efficiency.bandwidth
     flops_rate = peak_flops(gpu, weight_dtype) * efficiency.compute
@@ -581,9 +596,7 @@ def plan(
     warnings: list[str] = []
     sequence = input_tokens + output_tokens
     if sequence > spec.max_position_embeddings:
-        warnings.append(
-            f"{sequence} tokens per sequence exceed the model's context of {spec.max_position_embeddings}"
-        )
+        warnings.append(f"{sequence} tokens per sequence exceed the model's context of {spec.max_position_embeddings}")
     if spec.num_kv_heads % gpus and gpus > 1:
         warnings.append(f"{spec.num_kv_heads} KV heads do not split evenly over {gpus} GPUs; heads are replicated")
 
@@ -609,36 +622,40 @@ def plan(
             )
         batch = min(batch, concurrency)
 
-    common = {"weight_dtype": weight_dtype, "kv_dtype": kv_dtype, "gpus": gpus}
     if batch >= 1:
         mean_context = input_tokens + output_tokens / 2
-        step = decode_step_seconds(
-            spec, device, batch=batch, context_tokens=mean_context, efficiency=efficiency, **common
+        cost = decode_step_cost(
+            spec, batch=batch, context_tokens=mean_context, weight_dtype=weight_dtype, kv_dtype=kv_dtype, gpus=gpus
         )
-        cost = decode_step_cost(spec, batch=batch, context_tokens=mean_context, **common)
         memory_time = cost.bytes / (device.bandwidth_bytes_per_s * efficiency.bandwidth)
-        bound = "memory bandwidth" if math.isclose(step, memory_time) else "compute"
+        compute_time = cost.flops / (peak_flops(device, weight_dtype) * efficiency.compute)
+        step = max(memory_time, compute_time)
+        bound = "memory bandwidth" if memory_time >= compute_time else "compute"
         per_sequence = 1.0 / step
-        throughput = steady_state_throughput(
+        throughput, upper = (
+            steady_state_throughput(
+                spec,
+                device,
+                batch=batch,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                weight_dtype=weight_dtype,
+                kv_dtype=kv_dtype,
+                gpus=gpus,
+                efficiency=assumed,
+                overlap=overlap,
+            )
+            for assumed, overlap in ((efficiency, False), (IDEAL, True))
+        )
+        ttft = ttft_seconds(
             spec,
             device,
-            batch=batch,
             input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            weight_dtype=weight_dtype,
+            kv_dtype=kv_dtype,
+            gpus=gpus,
             efficiency=efficiency,
-            **common,
         )
-        upper = steady_state_throughput(
-            spec,
-            device,
-            batch=batch,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            efficiency=IDEAL,
-            overlap=True,
-            **common,
-        )
-        ttft = ttft_seconds(spec, device, input_tokens=input_tokens, efficiency=efficiency, **common)
     else:
         step = per_sequence = throughput = upper = ttft = 0.0
         bound = "does not fit"

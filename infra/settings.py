@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -70,8 +71,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # WebSocket bridge.
     bridge_port: int = 8765
+    # Names this instance's reply topic; a restarted bridge keeps it to resume answers ("" = hostname-port).
+    bridge_instance: str = ""
+    # Comma-separated key:tenant pairs. The default is for local development only; production passes a secret.
+    api_keys: str = "dev-key:default"
+    bridge_max_connections: int = 1000
+    bridge_max_requests_per_connection: int = 16
+    # Messages queued for one client before it counts as too slow and is disconnected.
+    bridge_send_queue: int = 1024
+    # How long answer events are kept (and re-read at start) so a reconnecting client can resume.
+    bridge_resume_window_s: float = 300.0
     # Prometheus scrape endpoint of workers and bridges (0 = off).
     metrics_port: int = 0
+
+    # Query path.
+    retrieve_k: int = 20
+    rerank_k: int = 5
+    search_mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    # Reranker score below which a passage is not relevant; with none left the answer is the refusal.
+    min_relevance: float = 0.3
+    context_tokens: int = 1500
+    cache_enabled: bool = True
+    # Cosine similarity a cached question needs (plus an equal negation/number signature) to be reused.
+    cache_threshold: float = 0.9
+    cache_ttl_s: int = 86400
+    # Guardrail policies as JSON: {"default": {...}, "tenants": {"acme": {...}}} (processors/guardrails/policy.py).
+    guard_policies: str = ""
 
     otlp_endpoint: str = ""
     log_level: str = "info"
@@ -79,6 +104,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Default generation model and limits.
     llm_model: str = "llm_small"
     llm_max_tokens: int = 256
+    # Model router (processors/router.py): the two tiers, which router ("feature" or "heuristic"), and per-tenant
+    # pins as comma-separated tenant:tier pairs ("acme:large,free:small").
+    llm_small_model: str = "llm_small"
+    llm_large_model: str = "llm_large"
+    router: str = "feature"
+    router_overrides: str = ""
     request_timeout_s: float = 30.0
 
     @classmethod

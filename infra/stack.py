@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from infra.kafka_admin import ensure_topics
 from infra.services._process import Service, ServiceError, Status
+from infra.services.bridge import Bridge
 from infra.services.kafka import Kafka
 from infra.services.milvus import Milvus
 from infra.services.redis import Redis
@@ -32,7 +33,14 @@ class Stack:
         self.settings = settings
         self.services: dict[str, Service] = {
             service.name: service
-            for service in (Kafka(settings), Redis(settings), Milvus(settings), Triton(settings), Worker(settings))
+            for service in (
+                Kafka(settings),
+                Redis(settings),
+                Milvus(settings),
+                Triton(settings),
+                Worker(settings),
+                Bridge(settings),
+            )
         }
 
     def select(self, names: Sequence[str] = (), *, default: Sequence[str] = INFRASTRUCTURE) -> list[Service]:

@@ -8,6 +8,7 @@ iterator cancels the request inside Triton (the model sees ``request.is_cancelle
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
@@ -17,17 +18,45 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from processors.models import ChatMessage, as_messages, model_info, render_chat
 from schemas.triton import GENERATION_INPUTS
 
 _SPECS = {spec.name: spec for spec in GENERATION_INPUTS}
 
 
 class TritonError(RuntimeError):
-    """Triton failed or could not be reached. ``retryable`` says whether the same call may succeed later."""
+    """Triton failed or could not be reached.
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    ``retryable``: the same call may succeed later (server unavailable, overloaded, or a deadline passed) and no
+    output was produced yet, so repeating it cannot duplicate text. ``before_output``: nothing was yielded yet, so
+    another model may take over (what :class:`FallbackGenerator` does).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, before_output: bool = True, status: str = "") -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and before_output
+        self.before_output = before_output
+        self.status = status
+
+
+# gRPC statuses after which the same request may succeed if sent again.
+_TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "UNKNOWN")
+
+
+def _status_of(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    value = status() if callable(status) else getattr(exc, "code", lambda: "")()
+    return str(value or "").rsplit(".", 1)[-1].upper()
+
+
+def _classify(model: str, exc: BaseException, *, before_output: bool) -> TritonError:
+    if isinstance(exc, TritonError):
+        return exc
+    # grpc.aio errors surface as AioRpcError (an Exception), Triton's as InferenceServerException.
+    message = exc.message() or str(exc) if isinstance(exc, InferenceServerException) else f"{type(exc).__name__}: {exc}"
+    status = _status_of(exc)
+    retryable = status in _TRANSIENT or isinstance(exc, TimeoutError)
+    return TritonError(f"{model}: {message}", retryable=retryable, before_output=before_output, status=status)
 
 
 class GenerationParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,7 +69,11 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StreamStats(msgspec.Struct, kw_only=True):
-    """Filled in while a stream runs; read it after (or during) iteration."""
+    """Filled in while a stream runs; read it after (or during) iteration.
+
+    The models here and TensorRT-LLM in streaming mode send one response per generated token, so ``chunks`` counts
+    tokens (a response held back for a partial UTF-8 character or a stop-word prefix merges two).
+    """
 
     model: str
     started: float
@@ -48,6 +81,10 @@ class StreamStats(msgspec.Struct, kw_only=True):
     finished_at: float | None = None
     chunks: int = 0
     cancelled: bool = False
+    # Attempts made (1 + retries), and the model that failed before ``model`` took over, if any.
+    attempts: int = 0
+    fallback_from: str | None = None
+    error: str | None = None
 
     @property
     def ttft_s(self) -> float | None:
@@ -59,6 +96,15 @@ class StreamStats(msgspec.Struct, kw_only=True):
             return None
         elapsed = self.finished_at - self.first_token_at
         return (self.chunks - 1) / elapsed if elapsed > 0 else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode speed of this stream: tokens after the first over the time since the first."""
+        return self.chunks_per_s
+
+    @property
+    def total_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started
 
 
 def _tensor(name: str, value: Any) -> grpcclient.InferInput:
@@ -104,11 +150,27 @@ def _text_of(result: Any) -> str:
 
 
 class TritonClient:
-    """A long-lived connection to one Triton server. Create once per process; safe for concurrent use."""
+    """A long-lived connection to one Triton server. Create once per process; safe for concurrent use.
 
-    def __init__(self, url: str, *, timeout_s: float = 30.0) -> None:
+    Deadlines: ``timeout_s`` bounds a whole call (a stream included); ``first_token_timeout_s`` bounds the wait for
+    a stream's first token. Retries: ``infer`` (embedder, reranker: pure functions) retries transient failures;
+    ``generate`` retries only before its first token, where a retry cannot repeat text the caller has seen.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 30.0,
+        first_token_timeout_s: float | None = None,
+        retries: int = 2,
+        backoff_s: float = 0.1,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.first_token_timeout_s = first_token_timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
         self._client = grpcclient.InferenceServerClient(url=url)
 
     async def close(self) -> None:
@@ -119,7 +181,7 @@ class TritonClient:
             if model is None:
                 return bool(await self._client.is_server_ready())
             return bool(await self._client.is_model_ready(model))
-        except InferenceServerException:
+        except Exception:  # unreachable server: not ready
             return False
 
     async def generate(
@@ -130,29 +192,79 @@ class TritonClient:
         *,
         request_id: str = "",
         stats: StreamStats | None = None,
-    ) -> AsyncGenerator[str, None]:
-        """Yield text pieces as the model produces them.
+        timeout_s: float | None = None,
+        first_token_timeout_s: float | None = None,
+        retries: int | None = None,
+    ) -> AsyncIterator[str]:
+        """Yield text pieces as the model produces them; ``prompt`` is already in the model's chat format.
 
-        Raises :class:`TritonError` on failure. Nothing is retried once a token has been yielded: the caller has
-        already shown it, and a retry would repeat it.
+        Raises :class:`TritonError` on failure. A failure before the first piece is retried (up to ``retries``
+        times, transient errors only); nothing is retried once a piece has been yielded: the caller has already
+        shown it, and a retry would repeat it. Closing or cancelling the iterator cancels the request in Triton.
         """
-        stats = stats or StreamStats(model=model, started=time.monotonic())
-        request = {
-            "model_name": model,
-            "inputs": generation_inputs(prompt, params),
-            "request_id": request_id,
-        }
+        stats = stats if stats is not None else StreamStats(model=model, started=time.monotonic())
+        stats.model = model
+        attempts = 1 + (self.retries if retries is None else retries)
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        first_timeout = first_token_timeout_s or self.first_token_timeout_s
+        for attempt in range(attempts):
+            stats.attempts += 1
+            # Closed explicitly: when the caller stops early, the gRPC call must be cancelled now, not at GC.
+            stream = self._stream_once(model, prompt, params, request_id, stats, deadline, first_timeout)
+            try:
+                async for piece in stream:
+                    yield piece
+                return
+            except TritonError as exc:
+                stats.error = str(exc)
+                remaining = deadline - time.monotonic()
+                delay = self.backoff_s * (2**attempt)
+                if not exc.retryable or attempt + 1 >= attempts or remaining <= delay:
+                    raise
+                await asyncio.sleep(delay)
+            finally:
+                await stream.aclose()
+
+    async def _stream_once(
+        self,
+        model: str,
+        prompt: str,
+        params: GenerationParams,
+        request_id: str,
+        stats: StreamStats,
+        deadline: float,
+        first_token_timeout_s: float | None,
+    ) -> AsyncGenerator[str, None]:
+        request = {"model_name": model, "inputs": generation_inputs(prompt, params), "request_id": request_id}
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
             # Ending the request stream half-closes the call; Triton ends it after the model's final response.
             yield request
 
-        responses = self._client.stream_infer(one_request(), stream_timeout=self.timeout_s)
+        remaining = max(deadline - time.monotonic(), 0.001)
+        responses = self._client.stream_infer(one_request(), stream_timeout=remaining)
+        iterator = responses.__aiter__()
         finished = False
         try:
-            async for result, error in responses:
+            while True:
+                wait = max(deadline - time.monotonic(), 0.001)
+                if stats.first_token_at is None and first_token_timeout_s is not None:
+                    wait = min(wait, first_token_timeout_s)
+                try:
+                    async with asyncio.timeout(wait):
+                        result, error = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    what = "first token" if stats.first_token_at is None else "end of stream"
+                    raise TritonError(
+                        f"{model}: no {what} within the deadline",
+                        retryable=True,
+                        before_output=stats.chunks == 0,
+                        status="DEADLINE_EXCEEDED",
+                    ) from None
                 if error is not None:
-                    raise TritonError(f"{model}: {error.message()}", retryable=stats.chunks == 0)
+                    raise _classify(model, error, before_output=stats.chunks == 0)
                 piece = _text_of(result)
                 if piece:
                     if stats.first_token_at is None:
@@ -160,32 +272,88 @@ class TritonClient:
                     stats.chunks += 1
                     yield piece
             finished = True
-        except InferenceServerException as exc:
-            raise TritonError(f"{model}: {exc.message()}", retryable=stats.chunks == 0) from None
         except asyncio.CancelledError:
             stats.cancelled = True
             raise
-        except Exception as exc:  # grpc.aio errors surface as AioRpcError (an Exception)
-            if isinstance(exc, TritonError):
-                raise
-            raise TritonError(f"{model}: {type(exc).__name__}: {exc}", retryable=stats.chunks == 0) from None
+        except Exception as exc:
+            raise _classify(model, exc, before_output=stats.chunks == 0) from None
         finally:
             stats.finished_at = time.monotonic()
             if not finished:
-                stats.cancelled = True
+                # Closed early (caller stopped, cancelled, or an error): cancel the call so the model stops.
+                if not isinstance(sys.exc_info()[1], TritonError):
+                    stats.cancelled = True
                 responses.cancel()
 
     async def infer(
-        self, model: str, inputs: Sequence[grpcclient.InferInput], outputs: Sequence[str]
+        self,
+        model: str,
+        inputs: Sequence[grpcclient.InferInput],
+        outputs: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        retries: int | None = None,
     ) -> dict[str, np.ndarray[Any, Any]]:
-        """Plain request/response inference (embedder, reranker)."""
-        try:
-            result = await self._client.infer(
-                model,
-                list(inputs),
-                outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
-                client_timeout=self.timeout_s,
-            )
-        except InferenceServerException as exc:
-            raise TritonError(f"{model}: {exc.message()}", retryable=True) from None
-        return {name: result.as_numpy(name) for name in outputs}
+        """Plain request/response inference (embedder, reranker); transient failures are retried (idempotent)."""
+        attempts = 1 + (self.retries if retries is None else retries)
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        for attempt in range(attempts):
+            try:
+                result = await self._client.infer(
+                    model,
+                    list(inputs),
+                    outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
+                    client_timeout=max(deadline - time.monotonic(), 0.001),
+                )
+                return {name: result.as_numpy(name) for name in outputs}
+            except Exception as exc:
+                error = _classify(model, exc, before_output=True)
+                delay = self.backoff_s * (2**attempt)
+                if not error.retryable or attempt + 1 >= attempts or deadline - time.monotonic() <= delay:
+                    raise error from None
+                await asyncio.sleep(delay)
+        raise TritonError(f"{model}: no attempt made")  # attempts >= 1, so unreachable
+
+
+class FallbackGenerator:
+    """Streams from the first model in ``models`` that produces output; the next one takes over on a failure
+    before the first token (model not loaded, overloaded, timed out, failed). After the first token there is no
+    switching: the caller has already shown that text. Each model gets the conversation in its own chat format
+    (:func:`processors.models.render_chat`), plus its end-of-turn stop word.
+    """
+
+    def __init__(self, client: TritonClient, models: Sequence[str]) -> None:
+        if not models:
+            raise ValueError("FallbackGenerator needs at least one model")
+        self.client = client
+        self.models = list(models)
+
+    async def generate(
+        self,
+        messages: str | Sequence[ChatMessage],
+        params: GenerationParams,
+        *,
+        request_id: str = "",
+        stats: StreamStats | None = None,
+        system: str | None = None,
+    ) -> AsyncGenerator[str, None]:
+        stats = stats if stats is not None else StreamStats(model=self.models[0], started=time.monotonic())
+        conversation = as_messages(messages, system=system)
+        failures: list[str] = []
+        for index, model in enumerate(self.models):
+            info = model_info(model)
+            stops = tuple(dict.fromkeys((*params.stop_words, *info.stop_words)))
+            model_params = msgspec.structs.replace(params, stop_words=stops)
+            prompt = render_chat(model, conversation)
+            try:
+                async for piece in self.client.generate(
+                    model, prompt, model_params, request_id=request_id, stats=stats
+                ):
+                    yield piece
+                return
+            except TritonError as exc:
+                if not exc.before_output or index + 1 == len(self.models):
+                    raise
+                failures.append(str(exc))
+                stats.fallback_from = model
+        raise TritonError("; ".join(failures))  # loop always returns or raises; kept for type checkers

@@ -205,6 +205,9 @@ class PromptedQuery(Event, tag="query.prompted"):
     model: str
     passages: list[Passage] = msgspec.field(default_factory=list)
     timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    # The (masked) question's embedding, so the answer can be cached without embedding it again.
+    embedding: list[float] = msgspec.field(default_factory=list)
+    input_verdict: GuardVerdict | None = None
 
 
 QueryStageEvent = QueryRequest | GuardedQuery | RetrievedQuery | PromptedQuery
@@ -255,6 +258,9 @@ class AnswerDone(Event, tag="answer.done"):
     timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
     # Number of deltas sent before this event, so a client knows when it has them all.
     deltas: int = 0
+    # What the guards did: input screening and the streaming output check (masking, citations, groundedness).
+    input_verdict: GuardVerdict | None = None
+    output_verdict: GuardVerdict | None = None
 
 
 class AnswerError(Event, tag="answer.error"):
@@ -287,6 +293,71 @@ class DeadLetter(Event, tag="dead_letter"):
     headers: dict[str, bytes] = msgspec.field(default_factory=dict)
 
 
+# --- prompt registry (compacted topic) -----------------------------------------------------------------------
+
+
+class PromptRegistered(Event, tag="prompt.registered"):
+    """One immutable prompt version. Keyed ``name@version``, so compaction keeps every version's content."""
+
+    name: str
+    version: str
+    template: str
+    content_hash: str
+    description: str = ""
+    variables: list[str] = msgspec.field(default_factory=list)
+
+
+class PromptPromoted(Event, tag="prompt.promoted"):
+    """The active pointer, keyed ``name``: compaction keeps only the latest, so it carries the whole stack of
+    previously active versions (``history``, oldest first, ``version`` last) that rollback walks back through."""
+
+    name: str
+    version: str
+    history: list[str] = msgspec.field(default_factory=list)
+
+
+class PromptRolledBack(Event, tag="prompt.rolled_back"):
+    """The active pointer after a rollback (same key and state as :class:`PromptPromoted`)."""
+
+    name: str
+    version: str
+    rolled_back_from: str
+    history: list[str] = msgspec.field(default_factory=list)
+
+
+PromptRecord = PromptRegistered | PromptPromoted | PromptRolledBack
+
+
+# --- evaluation (ragstream eval) -------------------------------------------------------------------------------
+
+
+class EvalCaseEvent(Event, tag="eval.case"):
+    """One golden case of an evaluation run, as sent: keyed ``run_id/case_id``; ``request_id`` links its answer."""
+
+    run_id: str
+    case_id: str
+    request_id: str
+    tenant: str
+    question: str
+    expect_refusal: bool = False
+    reference_answer: str = ""
+    tags: list[str] = msgspec.field(default_factory=list)
+    options: QueryOptions = msgspec.field(default_factory=QueryOptions)
+
+
+class EvalCaseResult(Event, tag="eval.result"):
+    """A scored case, keyed ``run_id/case_id``; ``scores`` holds every metric that could be computed."""
+
+    run_id: str
+    case_id: str
+    request_id: str
+    passed: bool
+    refused: bool = False
+    finish_reason: str = ""
+    error: str = ""
+    scores: dict[str, float] = msgspec.field(default_factory=dict)
+
+
 AnyEvent = (
     DocumentUpsert
     | DocumentDelete
@@ -303,4 +374,9 @@ AnyEvent = (
     | AnswerDone
     | AnswerError
     | DeadLetter
+    | PromptRegistered
+    | PromptPromoted
+    | PromptRolledBack
+    | EvalCaseEvent
+    | EvalCaseResult
 )

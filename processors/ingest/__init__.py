@@ -1,0 +1,1 @@
+"""Document ingestion: loaders, chunkers, cached embeddings, and the Milvus index the query path searches."""

@@ -1,0 +1,198 @@
+"""The ingestion steps the agents run: document -> chunks, chunk -> embedding text, embedded chunks -> live index.
+
+:class:`IndexWriter` is the single writer of the chunk collection in a worker. It upserts embedded chunks in
+batches, tracks which chunk indexes of each (tenant, doc, version) are in Milvus, and when a version is complete it
+waits until the rows are searchable, flips the live version atomically, deletes older versions' rows, and reports
+the document done. Progress is rebuilt from Milvus the first time a version is seen in a process, so a worker that
+restarts mid-document still completes it from the replayed events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from processors.ingest.batching import MicroBatcher
+from processors.ingest.chunking import Chunker, chunk_id
+from processors.ingest.index import MilvusIndex
+from processors.ingest.loaders import load
+from processors.ingest.state import DocStates, check_tenant
+from schemas.events import Chunk, DocumentUpsert, EmbeddedChunk, Metadata
+
+MAX_DOC_ID = 1024
+HEADER_CHARS = 200
+
+
+class InvalidDocument(ValueError):
+    """A document event that is well-formed msgpack but not a valid document: dead letter, with this reason."""
+
+
+def validate(event: DocumentUpsert) -> None:
+    try:
+        check_tenant(event.tenant)
+    except ValueError as exc:
+        raise InvalidDocument(str(exc)) from None
+    if not event.doc_id or len(event.doc_id) > MAX_DOC_ID:
+        raise InvalidDocument(f"doc_id must be 1-{MAX_DOC_ID} characters")
+    if event.version < 1:
+        raise InvalidDocument(f"version must be >= 1, got {event.version}")
+
+
+def content_hash(event: DocumentUpsert) -> str:
+    if event.content_hash:
+        return event.content_hash
+    return hash_bytes(event.content_bytes or event.content.encode())
+
+
+def hash_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def build_chunks(event: DocumentUpsert, chunker: Chunker, digest: str) -> list[Chunk]:
+    """Load (raises :class:`~processors.ingest.loaders.LoadError` on a corrupt document) and chunk."""
+    doc = load(event.content, event.content_type, raw=event.content_bytes, title=event.title,
+               source_uri=event.source_uri)  # fmt: skip
+    spans = chunker.split(doc)
+    chunks = []
+    for index, span in enumerate(spans):
+        metadata: Metadata = dict(event.metadata)
+        metadata.update(anchor=span.anchor, content_type=event.content_type, size=span.size)
+        chunks.append(
+            Chunk(
+                chunk_id=chunk_id(event.tenant, event.doc_id, event.version, index),
+                tenant=event.tenant,
+                doc_id=event.doc_id,
+                version=event.version,
+                index=index,
+                text=doc.text[span.start : span.end],
+                source_uri=event.source_uri,
+                title=doc.title,
+                heading_path=list(span.heading_path),
+                char_start=span.start,
+                char_end=span.end,
+                metadata=metadata,
+                total=len(spans),
+                content_hash=digest,
+                document_event_id=event.event_id,
+            )
+        )
+    return chunks
+
+
+def embed_text(chunk: Chunk) -> str:
+    """The chunk with its heading path (or title) in front: where a passage sits is part of what it means."""
+    header = " > ".join(chunk.heading_path) or chunk.title
+    return f"{header[:HEADER_CHARS]}\n\n{chunk.text}" if header else chunk.text
+
+
+def doc_key(tenant: str, doc_id: str) -> str:
+    return f"{tenant}/{doc_id}"
+
+
+@dataclass(frozen=True)
+class DocDone:
+    tenant: str
+    doc_id: str
+    version: int
+    status: Literal["indexed", "unchanged", "deleted", "failed"]
+    chunks: int
+    event_ref: str = ""
+    replaced: int = 0  # the live version this one replaced (0: none)
+    error: str = ""
+
+
+@dataclass
+class _Progress:
+    total: int
+    content_hash: str
+    event_ref: str
+    indexes: set[int] = field(default_factory=set)
+
+
+class IndexWriter:
+    """Batches embedded chunks into Milvus upserts and turns complete versions live (see module docstring)."""
+
+    def __init__(
+        self,
+        index: MilvusIndex,
+        states: DocStates,
+        on_done: Callable[[DocDone], Awaitable[None]],
+        *,
+        max_batch: int = 256,
+        max_wait_s: float = 0.02,
+    ) -> None:
+        self.index = index
+        self.states = states
+        self.on_done = on_done
+        self.batcher: MicroBatcher[EmbeddedChunk, None] = MicroBatcher(
+            self._flush, max_batch=max_batch, max_wait_s=max_wait_s, max_flushes=1
+        )
+        self._progress: dict[tuple[str, str, int], _Progress] = {}
+        self._lock = asyncio.Lock()
+        self.rows_written = 0
+
+    async def write(self, event: EmbeddedChunk) -> None:
+        """Returns when the chunk is in Milvus (and its document live, if it was the last chunk)."""
+        await self.batcher.submit(event)
+
+    async def _flush(self, events: list[EmbeddedChunk]) -> Sequence[None]:
+        async with self._lock:
+            docs = list(dict.fromkeys((e.chunk.tenant, e.chunk.doc_id) for e in events))
+            states = {doc: await self.states.get(*doc) for doc in docs}
+            fresh = []
+            for event in events:
+                state = states[(event.chunk.tenant, event.chunk.doc_id)]
+                if event.chunk.version > state.deleted and event.chunk.version >= state.live:
+                    fresh.append(event)
+            await self.index.upsert([MilvusIndex.row(e) for e in fresh])
+            self.rows_written += len(fresh)
+            touched: dict[tuple[str, str, int], _Progress] = {}
+            for event in fresh:
+                c = event.chunk
+                key = (c.tenant, c.doc_id, c.version)
+                progress = self._progress.get(key)
+                if progress is None:
+                    progress = _Progress(c.total, c.content_hash, c.document_event_id)
+                    progress.indexes = await self.index.chunk_indexes(*key)
+                    self._progress[key] = progress
+                progress.indexes.add(c.index)
+                touched[key] = progress
+            for key, progress in touched.items():
+                if len(progress.indexes) >= progress.total:
+                    await self._complete(key, progress)
+        return [None] * len(events)
+
+    async def _complete(self, key: tuple[str, str, int], progress: _Progress) -> None:
+        tenant, doc_id, version = key
+        self._progress.pop(key, None)
+        await self.index.wait_searchable(tenant, doc_id, version, progress.total)
+        previous = await self.states.activate(tenant, doc_id, version, progress.content_hash, progress.total)
+        if previous is None:  # a newer version went live, or the doc was deleted, while this one was built
+            await self.index.delete_version(tenant, doc_id, version)
+            done = DocDone(tenant, doc_id, version, "unchanged", 0, progress.event_ref, error="superseded")
+        else:
+            await self.index.delete_older_versions(tenant, doc_id, version)
+            done = DocDone(tenant, doc_id, version, "indexed", progress.total, progress.event_ref,
+                           replaced=previous if previous != version else 0)  # fmt: skip
+        await self.on_done(done)
+
+    async def activate_empty(self, tenant: str, doc_id: str, version: int, digest: str, event_ref: str) -> DocDone:
+        """A document with no text: it goes live with zero chunks (older versions' rows removed)."""
+        async with self._lock:
+            previous = await self.states.activate(tenant, doc_id, version, digest, 0)
+            if previous is None:
+                return DocDone(tenant, doc_id, version, "unchanged", 0, event_ref, error="superseded")
+            await self.index.delete_older_versions(tenant, doc_id, version)
+            return DocDone(tenant, doc_id, version, "indexed", 0, event_ref, replaced=previous)
+
+    async def delete(self, tenant: str, doc_id: str, event_ref: str = "") -> DocDone:
+        """Tombstone first (search hides the doc at once), then remove every row of every version."""
+        async with self._lock:
+            through = await self.states.mark_deleted(tenant, doc_id)
+            for key in [k for k in self._progress if k[0] == tenant and k[1] == doc_id]:
+                del self._progress[key]
+            await self.index.delete_document(tenant, doc_id)
+            return DocDone(tenant, doc_id, through, "deleted", 0, event_ref)

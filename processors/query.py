@@ -1,0 +1,310 @@
+"""The query path as plain async code: ``prepare`` (guard, cache, retrieve, rerank, context, prompt, route) and
+``answer`` (stream the model through the output guard). No Kafka here: the agents call these two methods at their
+two hops, and the in-process baseline benchmark calls them back to back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import msgspec
+import numpy as np
+
+from processors.cache import SemanticCache
+from processors.context import Context, build_context, citations_for
+from processors.embedder import Embedder
+from processors.generation import DeltaBatcher
+from processors.guardrails.input_guard import InputGuard
+from processors.guardrails.policy import GuardPolicy
+from processors.guardrails.stream_guard import StreamingOutputGuard
+from processors.reranker import Reranker
+from processors.triton_client import FallbackGenerator, GenerationParams, StreamStats, TritonClient
+from schemas.events import (
+    AnswerDone,
+    AnswerError,
+    Passage,
+    PromptedQuery,
+    PromptRef,
+    QueryRequest,
+    TokenDelta,
+    Usage,
+)
+
+REFUSAL = "I don't have enough information to answer that."
+
+SearchMode = Literal["hybrid", "dense", "bm25"]
+Search = Callable[[str, str, Sequence[float] | None, int, SearchMode], Awaitable[list[Passage]]]
+
+
+class PromptProvider(Protocol):
+    def render_rag(self, question: str, context: Context, version: str | None = None) -> tuple[str, PromptRef]:
+        """The full model input for ``question`` over ``context``, and which prompt version produced it."""
+        ...
+
+
+class ModelChooser(Protocol):
+    def choose(self, question: str, passages: Sequence[Passage], tenant: str, requested: str | None) -> str:
+        """The Triton model for this query."""
+        ...
+
+
+class _Template(Protocol):
+    @property
+    def ref(self) -> PromptRef: ...
+
+    def render(self, values: dict[str, str] | None = None, /, **kwargs: str) -> str: ...
+
+
+class TemplatePrompts:
+    """Renders a registry template (default ``rag_qa``) with ``sources`` and ``question``."""
+
+    def __init__(self, get: Callable[[str, str | None], _Template], name: str = "rag_qa") -> None:
+        self.get = get
+        self.name = name
+
+    def render_rag(self, question: str, context: Context, version: str | None = None) -> tuple[str, PromptRef]:
+        template = self.get(self.name, version)
+        return template.render(sources=context.text, question=question), template.ref
+
+
+class _Decision(Protocol):
+    @property
+    def model(self) -> str: ...
+
+
+class _Router(Protocol):
+    def route(self, question: str, passages: Sequence[Passage], tenant: str) -> _Decision: ...
+
+
+class RoutedChooser:
+    """The client's explicit model if it named one, else the router's choice."""
+
+    def __init__(self, router: _Router) -> None:
+        self.router = router
+
+    def choose(self, question: str, passages: Sequence[Passage], tenant: str, requested: str | None) -> str:
+        return requested or self.router.route(question, passages, tenant).model
+
+
+class QueryConfig(msgspec.Struct, frozen=True, kw_only=True):
+    retrieve_k: int = 20
+    rerank_k: int = 5
+    search_mode: SearchMode = "hybrid"
+    # Below this reranker score no passage is relevant and the answer is the refusal, without a model call.
+    min_relevance: float = 0.3
+    context_tokens: int = 1500
+    max_tokens: int = 256
+    cache: bool = True
+    delta_max_delay_s: float = 0.05
+    delta_max_chars: int = 256
+    # Tried in order when the routed model fails before its first token.
+    fallback_models: tuple[str, ...] = ()
+
+
+@dataclass
+class Prepared:
+    """Either a prompt ready for generation, or the final events (cache hit, refusal, block)."""
+
+    prompted: PromptedQuery | None = None
+    final: list[TokenDelta | AnswerDone | AnswerError] = field(default_factory=list)
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+def _whole_answer(request_id: str, text: str, **done: object) -> list[TokenDelta | AnswerDone | AnswerError]:
+    """A complete answer as one delta plus done, so clients handle every answer the same way."""
+    delta = TokenDelta(request_id=request_id, seq=0, text=text, tokens=0)
+    return [delta, AnswerDone(request_id=request_id, text=text, deltas=1, **done)]  # type: ignore[arg-type]
+
+
+class QueryProcessor:
+    def __init__(
+        self,
+        *,
+        guard: InputGuard,
+        policy_for: Callable[[str], GuardPolicy],
+        embedder: Embedder,
+        search: Search,
+        reranker: Reranker,
+        prompts: PromptProvider,
+        chooser: ModelChooser,
+        triton: TritonClient,
+        cache: SemanticCache | None,
+        config: QueryConfig | None = None,
+    ) -> None:
+        self.guard = guard
+        self.policy_for = policy_for
+        self.embedder = embedder
+        self.search = search
+        self.reranker = reranker
+        self.prompts = prompts
+        self.chooser = chooser
+        self.triton = triton
+        self.cache = cache
+        self.config = config or QueryConfig()
+
+    async def prepare(self, request: QueryRequest) -> Prepared:
+        timings: dict[str, float] = {}
+        policy = self.policy_for(request.tenant)
+
+        started = time.perf_counter()
+        screened = await self.guard.check(request.question, policy)
+        timings["input_guard"] = _ms(started)
+        if screened.blocked:
+            error = AnswerError(
+                request_id=request.request_id,
+                code="blocked",
+                message="The question was blocked by the input guard: " + ", ".join(screened.verdict.reasons),
+                stage="input_guard",
+            )
+            return Prepared(final=[error])
+        question = screened.text
+
+        started = time.perf_counter()
+        vector = (await self.embedder.embed([question]))[0]
+        timings["embed"] = _ms(started)
+
+        # The prompt version is part of the cache key: a new template must not serve answers of the old one.
+        context_probe = Context(text="", sources=[], tokens=0)
+        _, prompt_ref = self.prompts.render_rag(question, context_probe, request.options.prompt_version)
+        prompt_key = f"{prompt_ref.name}:{prompt_ref.version}"
+        if self.cache is not None and self.config.cache and request.options.use_cache:
+            started = time.perf_counter()
+            hit = await self.cache.lookup(request.tenant, prompt_key, question, vector)
+            timings["cache_lookup"] = _ms(started)
+            if hit is not None:
+                cached = hit.answer
+                return Prepared(
+                    final=_whole_answer(
+                        request.request_id,
+                        cached.text,
+                        citations=cached.citations,
+                        model=cached.model,
+                        prompt_ref=cached.prompt_ref,
+                        cached=True,
+                        timings_ms=timings,
+                        input_verdict=screened.verdict,
+                    )
+                )
+
+        started = time.perf_counter()
+        candidates = await self.search(
+            request.tenant, question, vector.tolist(), self.config.retrieve_k, self.config.search_mode
+        )
+        timings["retrieve"] = _ms(started)
+        started = time.perf_counter()
+        passages = await self.reranker.rerank(question, candidates, self.config.rerank_k) if candidates else []
+        timings["rerank"] = _ms(started)
+        relevant = [p for p in passages if p.score >= self.config.min_relevance]
+        if not relevant:
+            return Prepared(
+                final=_whole_answer(
+                    request.request_id,
+                    REFUSAL,
+                    finish_reason="refused",
+                    timings_ms=timings,
+                    input_verdict=screened.verdict,
+                )
+            )
+
+        started = time.perf_counter()
+        context = build_context(relevant, max_tokens=self.config.context_tokens, max_sources=self.config.rerank_k)
+        prompt, prompt_ref = self.prompts.render_rag(question, context, request.options.prompt_version)
+        model = self.chooser.choose(question, context.sources, request.tenant, request.options.model)
+        timings["prompt"] = _ms(started)
+        return Prepared(
+            prompted=PromptedQuery(
+                request=request,
+                question=question,
+                prompt=prompt,
+                prompt_ref=prompt_ref,
+                model=model,
+                passages=context.sources,
+                timings_ms=timings,
+                embedding=[float(x) for x in np.asarray(vector).reshape(-1)],
+                input_verdict=screened.verdict,
+            )
+        )
+
+    async def answer(
+        self, prompted: PromptedQuery, *, is_cancelled: Callable[[], bool] = lambda: False
+    ) -> AsyncIterator[TokenDelta | AnswerDone]:
+        """Stream the model's answer through the output guard; the last event is the :class:`AnswerDone`."""
+        request = prompted.request
+        policy = self.policy_for(request.tenant)
+        guard = StreamingOutputGuard(policy, prompted.passages)
+        batcher = DeltaBatcher(max_delay_s=self.config.delta_max_delay_s, max_chars=self.config.delta_max_chars)
+        params = GenerationParams(
+            max_tokens=request.options.max_tokens or self.config.max_tokens,
+            temperature=request.options.temperature,
+            top_p=request.options.top_p,
+        )
+        stats = StreamStats(model=prompted.model, started=time.monotonic())
+        seq = 0
+        finish: Literal["stop", "length", "cancelled", "refused", "blocked"] = "stop"
+        # The rendered template is the user turn; each model gets it in its own chat format, and a failure before
+        # the first token falls back to the next model.
+        models = [prompted.model, *(m for m in self.config.fallback_models if m != prompted.model)]
+        if request.options.model:
+            models = [prompted.model]  # the client asked for this model: no silent substitution
+        generator = FallbackGenerator(self.triton, models)
+        pieces = generator.generate(prompted.prompt, params, request_id=request.request_id, stats=stats)
+        try:
+            async for piece in pieces:
+                safe = guard.push(piece)  # may hold back the start of what could become a PII entity
+                ready = batcher.add(safe) if safe else None
+                if ready is not None:
+                    yield TokenDelta(request_id=request.request_id, seq=seq, text=ready[0], tokens=ready[1])
+                    seq += 1
+                if guard.blocked:
+                    finish = "blocked"
+                    break
+                if is_cancelled():
+                    finish = "cancelled"
+                    break
+        finally:
+            await pieces.aclose()
+        tail = guard.finish()
+        rest = batcher.flush()
+        text_rest = (rest[0] if rest else "") + tail
+        if text_rest:
+            yield TokenDelta(request_id=request.request_id, seq=seq, text=text_rest, tokens=rest[1] if rest else 0)
+            seq += 1
+        report = guard.report()
+        if report.refused:
+            finish = "refused"
+        elif finish == "stop" and stats.chunks >= params.max_tokens:
+            finish = "length"
+        citations, _invalid = citations_for(report.text, prompted.passages)
+        timings = dict(prompted.timings_ms)
+        if stats.ttft_s is not None:
+            timings["ttft_model"] = stats.ttft_s * 1000.0
+        if stats.finished_at is not None:
+            timings["generate"] = (stats.finished_at - stats.started) * 1000.0
+        yield AnswerDone(
+            request_id=request.request_id,
+            text=report.text,
+            citations=citations,
+            model=models[models.index(stats.fallback_from) + 1] if stats.fallback_from in models else prompted.model,
+            prompt_ref=prompted.prompt_ref,
+            finish_reason=finish,
+            usage=Usage(completion_tokens=stats.chunks),
+            timings_ms=timings,
+            deltas=seq,
+            input_verdict=prompted.input_verdict,
+            output_verdict=report.verdict,
+        )
+
+    async def remember(self, prompted: PromptedQuery, done: AnswerDone) -> None:
+        """Cache a complete, grounded answer (never a refusal, a cut-off, or a blocked one)."""
+        if self.cache is None or not self.config.cache or not prompted.request.options.use_cache:
+            return
+        if done.finish_reason != "stop" or not done.citations or not prompted.embedding or prompted.prompt_ref is None:
+            return
+        key = f"{prompted.prompt_ref.name}:{prompted.prompt_ref.version}"
+        await self.cache.store(prompted.request.tenant, key, prompted.question, prompted.embedding, done)

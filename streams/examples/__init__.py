@@ -1,0 +1,1 @@
+"""Runnable examples shown in the README; tests execute each one against the real stack."""

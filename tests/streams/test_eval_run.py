@@ -1,0 +1,202 @@
+"""``ragstream eval`` and ``ragstream eval replay`` end to end on the real stack, plus the report plumbing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from typer.testing import CliRunner
+
+from infra.settings import Settings
+from processors.evaluation.golden import DEFAULT_FAQ_DIR, GoldenCase, build_faq_golden, write_golden
+from processors.evaluation.report import register_renderer, write_report
+from schemas.codec import any_event_decoder
+from schemas.events import AnswerDone, EvalCaseEvent, EvalCaseResult, QueryOptions
+from streams.eval_replay import ReplayConfig, run_replay
+from streams.eval_run import EvalConfig, retrieval_verdict, run_eval, select_cases
+from streams.topics import topic_name
+
+GENERAL = DEFAULT_FAQ_DIR / "general.html"
+
+
+# --- without services ------------------------------------------------------------------------------------------
+
+
+def test_select_cases_keeps_refusals_in_proportion() -> None:
+    cases = [GoldenCase(id=f"a{i}", question="q?") for i in range(30)]
+    cases += [GoldenCase(id=f"r{i}", question="q?", expect_refusal=True) for i in range(10)]
+    picked = select_cases(cases, 8)
+    assert len(picked) == 8 and sum(c.expect_refusal for c in picked) == 2  # 8 * 10/40
+    assert len({c.id for c in picked}) == 8
+    assert sum(c.expect_refusal for c in select_cases(cases, 3)) == 1  # at least one of each
+    assert select_cases(cases, None) == cases
+
+
+def test_retrieval_verdict_says_by_how_much_and_what_to_default_to() -> None:
+    def modes(**ndcg: float) -> dict[str, dict[str, Any]]:
+        return {k.replace("_", "+"): {"ndcg_at_10": v} for k, v in ndcg.items()}
+
+    good = retrieval_verdict(modes(dense=0.5, bm25=0.4, hybrid=0.55, hybrid_rerank=0.7, dense_rerank=0.6), "hybrid")
+    assert good["hybrid_rerank_beats_both"] is True
+    assert good["margin_vs_dense"] == pytest.approx(0.2) and good["margin_vs_bm25"] == pytest.approx(0.3)
+    assert "keep the default search_mode=hybrid" in good["recommendation"]
+    bad = retrieval_verdict(
+        modes(dense=0.6, bm25=0.4, hybrid=0.5, hybrid_rerank=0.55, dense_rerank=0.65, bm25_rerank=0.5), "hybrid"
+    )
+    assert bad["hybrid_rerank_beats_both"] is False
+    assert bad["margin_vs_dense"] == pytest.approx(-0.05)
+    assert "does NOT beat" in bad["verdict"] and "-0.050" in bad["verdict"]
+    assert bad["recommended_search_mode"] == "dense" and "RAGSTREAM_SEARCH_MODE=dense" in bad["recommendation"]
+    # a tie is no reason to change the default
+    tie = retrieval_verdict(modes(dense=1.0, bm25=1.0, hybrid=1.0, hybrid_rerank=1.0, dense_rerank=1.0), "hybrid")
+    assert tie["hybrid_rerank_beats_both"] is False and tie["recommended_search_mode"] == "hybrid"
+    assert "higher still" not in tie["recommendation"]
+
+
+def test_report_takes_any_benchmark_json(tmp_path: Path) -> None:
+    """A later benchmark's summary shows up as a table before it has a renderer, and a renderer can be added."""
+    latency = {"kind": "latency", "title": "Latency", "rates": {"1qps": {"ttft_ms": {"p50": 120.5, "p99": 300.0}}}}
+    path = write_report(tmp_path, "combined", [latency], machine={"nproc": 2}, commit="abc")
+    text = path.read_text()
+    assert "## Latency" in text and "rates.1qps.ttft_ms.p99" in text and "300.000" in text
+    assert "Commit: `abc`" in text and "2 CPUs" in text
+    from processors.evaluation.report import Section
+
+    register_renderer("concurrency-test", lambda s, out: Section("Custom", [f"clients: {s['clients']}"]))
+    text = write_report(tmp_path, "again", [{"kind": "concurrency-test", "clients": 1000}]).read_text()
+    assert "## Custom" in text and "clients: 1000" in text
+
+
+@pytest.mark.skipif(not GENERAL.exists(), reason="python3.11-doc is not installed")
+def test_build_golden_cli(tmp_path: Path) -> None:
+    from streams.cli import cli
+
+    out = tmp_path / "g.jsonl"
+    result = CliRunner().invoke(cli, ["eval", "build-golden", "--faq-dir", str(DEFAULT_FAQ_DIR), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "out-of-corpus" in result.output
+    assert len(out.read_text().splitlines()) > 150
+
+
+# --- against the real stack ------------------------------------------------------------------------------------
+
+
+async def _read_topic(settings: Settings, key: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        topic = topic_name(key, settings)
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not tps:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        events: list[Any] = []
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                events.extend(any_event_decoder.decode(r.value) for r in records if r.value)
+        return events
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.services
+@pytest.mark.timeout(900)
+async def test_eval_and_replay_end_to_end(stack_settings: Settings, worker: object, tmp_path: Path) -> None:
+    if not GENERAL.exists():
+        pytest.skip("python3.11-doc is not installed")
+    from streams import ingest_client
+    from streams.client import KafkaAsker
+
+    corpus = tmp_path / "faq"
+    corpus.mkdir()
+    shutil.copy(GENERAL, corpus / "general.html")
+    tenant = "evaltest"
+    report = await ingest_client.ingest(stack_settings, [corpus], tenant, timeout_s=300, progress=False)
+    assert report.ok and report.chunks > 0, ingest_client.format_report(report)
+
+    cases = build_faq_golden(corpus, corpus_root=corpus, refusals=[("risotto", "How long do I stir a risotto?")])
+    wanted = {"What is Python?", "Why is it called Python?", "How stable is Python?"}
+    golden = tmp_path / "golden.jsonl"
+    write_golden([c for c in cases if c.question in wanted or c.expect_refusal], golden)
+
+    config = EvalConfig(
+        golden=golden,
+        tenant=tenant,
+        model="llm_echo",
+        use_cache=False,
+        max_tokens=24,
+        concurrency=2,
+        timeout_s=90,
+        out_root=tmp_path / "results",
+    )
+    out = await run_eval(stack_settings, config, progress=lambda _: None)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cases"] == 4 and summary["answerable"] == 3 and summary["refusal_expected"] == 1
+    quality = summary["quality"]
+    assert quality["error_rate"] == 0.0, [json.loads(p.read_text())["error"] for p in (out / "cases").iterdir()]
+    for key in ("pass_rate", "refusal_correctness", "context_relevance"):
+        assert isinstance(quality[key], float) and 0.0 <= quality[key] <= 1.0, key
+    assert summary["latency_ms"]["ttft"]["n"] == 4 and summary["latency_ms"]["total"]["p50"] > 0
+    retrieval = summary["retrieval"]
+    assert retrieval["cases"] == 3
+    for mode in ("dense", "bm25", "hybrid", "hybrid+rerank"):
+        assert 0.0 <= retrieval["modes"][mode]["ndcg_at_10"] <= 1.0, mode
+        assert 0.0 <= retrieval["modes"][mode]["recall_at_20"] <= 1.0, mode
+    # one small page: the answer span is among the top 20 chunks in every mode
+    assert retrieval["modes"]["hybrid"]["recall_at_20"] == 1.0
+    assert retrieval["verdict"] and retrieval["recommendation"]
+    case_files = sorted((out / "cases").glob("*.json"))
+    assert len(case_files) == 4
+    what = json.loads((out / "cases" / "faq_general_what-is-python.json").read_text())
+    assert what["answer"]["model"] == "llm_echo" and what["answer"]["text"]
+    assert what["retrieval"]["hybrid+rerank"]["top"]
+    for figure in ("quality.png", "retrieval.png", "latency.png"):
+        assert (out / figure).stat().st_size > 1000, figure
+    markdown = (out / "summary.md").read_text()
+    assert "Commit:" in markdown and "CPUs (`nproc`)" in markdown and "nDCG@10" in markdown
+    assert "![" in markdown and "hybrid+rerank" in markdown
+
+    # cases went out on eval_cases, scored results came back on eval_results, keyed to this run
+    run_id = summary["run_id"]
+    sent = [e for e in await _read_topic(stack_settings, "eval_cases") if isinstance(e, EvalCaseEvent)]
+    assert sorted(e.case_id for e in sent if e.run_id == run_id) == sorted(
+        json.loads(p.read_text())["id"] for p in case_files
+    )
+    results = await _read_topic(stack_settings, "eval_results")
+    scored = [e for e in results if isinstance(e, EvalCaseResult) and e.run_id == run_id]
+    answered = {e.request_id for e in results if isinstance(e, AnswerDone)}
+    assert len(scored) == 4 and {e.request_id for e in scored} <= answered
+
+    # replay: two real requests recorded now, re-run with a changed max length; the eval traffic is skipped
+    since = time.time() - 1
+    async with KafkaAsker(stack_settings) as asker:
+        for question in ("What is Python?", "How long do I stir a risotto?"):
+            request_id = await asker.send(
+                question, tenant=tenant, options=QueryOptions(model="llm_echo", max_tokens=16)
+            )
+            async for _ in asker.events(request_id, timeout_s=60):
+                pass
+    replay_out = await run_replay(
+        stack_settings,
+        ReplayConfig(since=since, model="llm_echo", tenant=tenant, out_root=tmp_path / "replay"),
+        progress=lambda _: None,
+    )
+    replay = json.loads((replay_out / "summary.json").read_text())
+    assert replay["requests"] == 2, replay["window"]
+    assert replay["errors"] == {"baseline": 0, "candidate": 0}
+    assert replay["latency_ms"]["ttft"]["baseline"]["n"] == 2 and replay["latency_ms"]["ttft"]["candidate"]["n"] == 2
+    assert set(replay["refusals"]) >= {"newly refused", "newly answered"}
+    assert len(list((replay_out / "requests").glob("*.json"))) == 2
+    assert "Replay of recorded traffic" in (replay_out / "summary.md").read_text()
+    pair = msgspec.json.decode((sorted((replay_out / "requests").glob("*.json"))[0]).read_bytes())
+    assert pair["baseline"]["request_id"] != pair["candidate"]["request_id"] != pair["original"]["request_id"]

