@@ -94,7 +94,7 @@ class QueryConfig(msgspec.Struct, frozen=True, kw_only=True):
     rerank_k: int = 5
     search_mode: SearchMode = "hybrid"
     # Below this reranker score no passage is relevant and the answer is the refusal, without a model call.
-    min_relevance: float = 0.3
+    min_relevance: float = 0.7
     context_tokens: int = 1500
     max_tokens: int = 256
     cache: bool = True

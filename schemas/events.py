@@ -291,6 +291,8 @@ class DeadLetter(Event, tag="dead_letter"):
     key: bytes | None = None
     value: bytes = b""
     headers: dict[str, bytes] = msgspec.field(default_factory=dict)
+    # True when PII in ``value`` was masked before writing: the letter is then for diagnosis, not byte-exact replay.
+    value_masked: bool = False
 
 
 # --- prompt registry (compacted topic) -----------------------------------------------------------------------

@@ -96,47 +96,6 @@ def bridge() -> None:
 
 
 @cli.command()
-def demo(
-    question: Annotated[str, typer.Argument(help="Text to send through Kafka and Triton.")] = (
-        "ragstream streams this answer token by token from Triton through Kafka to your terminal."
-    ),
-    model: Annotated[str | None, typer.Option(help="Triton model; default from settings.")] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 60.0,
-) -> None:
-    """Send one request through Kafka to the worker and Triton, and print the streamed answer."""
-    from schemas.events import AnswerDone, AnswerError, QueryOptions, TokenDelta
-    from streams.client import KafkaAsker
-
-    settings = _settings()
-
-    async def run() -> int:
-        async with KafkaAsker(settings) as asker:
-            request_id = await asker.send(question, options=QueryOptions(model=model))
-            typer.echo(f"request {request_id} -> {settings.topic_prefix}.queries.v1", err=True)
-            async for event in asker.events(request_id, timeout_s=timeout):
-                if isinstance(event, TokenDelta):
-                    sys.stdout.write(event.text)
-                    sys.stdout.flush()
-                elif isinstance(event, AnswerDone):
-                    typer.echo("")
-                    timings = ", ".join(f"{k}={v:.1f}ms" for k, v in event.timings_ms.items())
-                    typer.echo(f"[done: {event.finish_reason}, {event.deltas} deltas, model {event.model}; {timings}]",
-                               err=True)  # fmt: skip
-                    return 0
-                elif isinstance(event, AnswerError):
-                    typer.echo(f"\n[error {event.code} in {event.stage}: {event.message}]", err=True)
-                    return 1
-        return 1
-
-    try:
-        code = asyncio.run(run())
-    except TimeoutError:
-        typer.echo(f"no answer within {timeout:.0f}s: is `ragstream worker` running?", err=True)
-        code = 1
-    raise typer.Exit(code)
-
-
-@cli.command()
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Files or directories (txt md rst html pdf); --delete: doc ids.")],
     tenant: Annotated[str, typer.Option(help="Tenant the documents belong to.")] = "default",

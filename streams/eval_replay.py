@@ -29,7 +29,7 @@ from processors.evaluation.replay import Outcome, compare, summarize_replay
 from processors.evaluation.report import git_commit, machine_info, write_report
 from schemas.codec import DecodeError, EventDecoder
 from schemas.events import QueryOptions, QueryRequest, ReplyTo, new_id
-from streams.eval_run import Answer, EvalAsker, EvalClients, Progress, _safe, _stderr, dump_json, new_run_dir
+from streams.eval_run import Answer, EvalAsker, EvalClients, Progress, dump_json, new_run_dir, print_progress, safe_name
 from streams.topics import topic_name
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "replay"
@@ -203,7 +203,7 @@ async def replay_requests(
     return [x for x in out if x is not None]
 
 
-async def run_replay(settings: Settings, config: ReplayConfig, *, progress: Progress = _stderr) -> Path:
+async def run_replay(settings: Settings, config: ReplayConfig, *, progress: Progress = print_progress) -> Path:
     """Read the window, re-issue it twice, compare, and write JSON per request, summary JSON, PNG and Markdown."""
     run_id = uuid.uuid4().hex[:12]
     started_at = dt.datetime.now(dt.UTC)
@@ -255,7 +255,7 @@ async def run_replay(settings: Settings, config: ReplayConfig, *, progress: Prog
     out = new_run_dir(config.out_root, run_id)
     (out / "requests").mkdir()
     for i, pair in enumerate(pairs):
-        dump_json(out / "requests" / f"{i:05d}-{_safe(pair['original']['request_id'])}.json", pair)
+        dump_json(out / "requests" / f"{i:05d}-{safe_name(pair['original']['request_id'])}.json", pair)
     dump_json(out / "summary.json", summary)
     write_report(
         out, "ragstream replay", [summary], machine=summary["machine"], commit=summary["git_commit"], when=started_at

@@ -61,7 +61,7 @@ ALL_MODES = (*REQUIRED_MODES, "dense+rerank", "bm25+rerank")
 Progress = Callable[[str], None]
 
 
-def _stderr(message: str) -> None:
+def print_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -253,7 +253,7 @@ def select_cases(cases: Sequence[GoldenCase], limit: int | None) -> list[GoldenC
     return spread(answerable, n_ans) + spread(refusals, n_ref)
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:150] or "case"
 
 
@@ -418,9 +418,11 @@ async def score_cases(
                 "expect_refusal": case.expect_refusal,
                 "passed": passed,
                 "refused": answer.refused,
-                "error": answer.error,
+                "error": answer.error if answer.failed else "",
                 "answer": {
                     "request_id": answer.request_id,
+                    "error_code": answer.error_code,
+                    "message": answer.error,
                     "text": answer.text,
                     "finish_reason": answer.finish_reason,
                     "cached": answer.cached,
@@ -481,7 +483,39 @@ def summarize_retrieval(records: Sequence[dict[str, Any]], settings: Settings, t
         "modes": modes,
     }
     summary.update(retrieval_verdict(modes, settings.search_mode))
+    summary["refusal_gate"] = refusal_gate(records, f"{settings.search_mode}+rerank", settings.min_relevance)
     return summary
+
+
+def refusal_gate(records: Sequence[dict[str, Any]], mode: str, current: float) -> dict[str, Any] | None:
+    """The pipeline refuses without a model call when the best reranker score is below ``min_relevance``: how
+    well does that separate answerable from out-of-corpus questions, and which threshold would separate best?"""
+    tops: dict[bool, list[float]] = {True: [], False: []}
+    for r in records:
+        top = r["retrieval"].get(mode, {}).get("top") or []
+        tops[bool(r["expect_refusal"])].append(float(top[0]["score"]) if top else float("-inf"))
+    answerable, refusals = tops[False], tops[True]
+    if not answerable or not refusals:
+        return None
+    best = m.best_threshold(answerable, refusals)
+    finite = [x for x in answerable + refusals if x != float("-inf")]
+    return {
+        "mode": mode,
+        "min_relevance": current,
+        "accuracy_at_min_relevance": _round(m.threshold_accuracy(answerable, refusals, current)),
+        "answerable_top_score": {
+            "min": _round(min(answerable)),
+            "p10": _round(m.percentile(answerable, 10)),
+            "median": _round(m.percentile(answerable, 50)),
+        },
+        "out_of_corpus_top_score": {
+            "median": _round(m.percentile(refusals, 50)),
+            "p90": _round(m.percentile(refusals, 90)),
+            "max": _round(max(refusals)),
+        },
+        "best_threshold": _round(best[0]) if best and finite else None,
+        "best_accuracy": _round(best[1]) if best else None,
+    }
 
 
 def retrieval_verdict(modes: dict[str, dict[str, Any]], pipeline_mode: str) -> dict[str, Any]:
@@ -632,7 +666,7 @@ def new_run_dir(root: Path, run_id: str) -> Path:
     return path
 
 
-async def run_eval(settings: Settings, config: EvalConfig, *, progress: Progress = _stderr) -> Path:
+async def run_eval(settings: Settings, config: EvalConfig, *, progress: Progress = print_progress) -> Path:
     """The whole ``ragstream eval``: returns the results folder (per-case JSON, summary JSON, PNGs, Markdown)."""
     cases = select_cases(load_golden(config.golden), config.limit)
     if not cases:
@@ -653,7 +687,7 @@ async def run_eval(settings: Settings, config: EvalConfig, *, progress: Progress
     out = new_run_dir(config.out_root, run_id)
     (out / "cases").mkdir()
     for record in records:
-        dump_json(out / "cases" / f"{_safe(record['id'])}.json", record)
+        dump_json(out / "cases" / f"{safe_name(record['id'])}.json", record)
     dump_json(out / "summary.json", summary)
     sections = [summary] + ([summary["retrieval"]] if summary.get("retrieval") else [])
     write_report(

@@ -2,7 +2,8 @@
 
 For every Kafka message it decodes the value, continues the trace from the headers, calls the handler, and on any
 failure writes a dead letter (reason + original bytes) and, when the event names a client, answers that client
-with an :class:`~schemas.events.AnswerError`. The worker never stops on a bad message.
+with an :class:`~schemas.events.AnswerError`. The worker never stops on a bad message. Telemetry never carries raw
+PII: dead-letter payloads, reasons and log lines have structured PII masked first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import faust
 import msgspec
 
 from infra.settings import Settings
+from processors.guardrails.pii import mask_patterns
 from schemas.codec import DecodeError, EventDecoder, encode
 from schemas.events import AnswerError, DeadLetter, QueryRequest, ReplyTo
 from streams import telemetry
@@ -64,6 +66,34 @@ def reply_address(value: bytes) -> _ReplyEnvelope | None:
         return _wrapped.decode(value).request
     except msgspec.DecodeError:
         return None
+
+
+def _mask_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_patterns(value).text
+    if isinstance(value, list):
+        return [_mask_strings(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _mask_strings(item) for key, item in value.items()}
+    return value
+
+
+def masked_payload(value: bytes) -> tuple[bytes, bool]:
+    """The bytes to keep in a dead letter, with structured PII masked; True if anything was masked.
+
+    A decodable msgpack value keeps its structure (every string field masked); anything else is masked as
+    latin-1 text, which maps bytes one to one, so the non-PII bytes survive unchanged.
+    """
+    try:
+        decoded = msgspec.msgpack.decode(value)
+    except msgspec.DecodeError:
+        text = value.decode("latin-1")
+        masked = mask_patterns(text).text
+        return (value, False) if masked == text else (masked.encode("latin-1", errors="replace"), True)
+    cleaned = _mask_strings(decoded)
+    if cleaned == decoded:
+        return value, False
+    return msgspec.msgpack.encode(cleaned), True
 
 
 def normalize_headers(raw: Any) -> dict[str, bytes]:
@@ -149,8 +179,15 @@ class Stage(Generic[In]):
             except StageFailure as exc:
                 await self._fail(message, headers, value, exc.code, exc.message, exc)
             except Exception as exc:
-                log.exception("stage %s failed on %s[%s]@%s", self.name, message.topic, message.partition,
-                              message.offset)  # fmt: skip
+                # No traceback text in the log: exception messages can quote the input. The masked reason and
+                # the failing code location say enough to find the bug.
+                frame = exc.__traceback__
+                while frame is not None and frame.tb_next is not None:
+                    frame = frame.tb_next
+                where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame is not None else "?"
+                log.error("stage %s failed on %s[%s]@%s: %s: %s (at %s)", self.name, message.topic,
+                          message.partition, message.offset, type(exc).__name__,
+                          mask_patterns(str(exc)).text[:500], where)  # fmt: skip
                 await self._fail(message, headers, value, type(exc).__name__, str(exc), exc)
             finally:
                 telemetry.stage_duration.record(time.perf_counter() - started, {"stage": self.name})
@@ -165,7 +202,7 @@ class Stage(Generic[In]):
         exc: Exception | None,
     ) -> None:
         self.failed += 1
-        reason = reason[:MAX_REASON_CHARS]
+        reason = mask_patterns(reason[:MAX_REASON_CHARS]).text
         telemetry.stage_errors.add(1, {"stage": self.name, "reason": error_type})
         envelope = reply_address(value)
         if envelope is not None:
@@ -183,6 +220,7 @@ class Stage(Generic[In]):
                 log.exception("could not send the error reply for %s", envelope.request_id)
         if isinstance(exc, StageFailure):
             return  # a deliberate refusal is an answer, not a poisoned input
+        kept, masked = masked_payload(value)
         letter = DeadLetter(
             source_topic=str(message.topic),
             partition=int(message.partition),
@@ -191,8 +229,9 @@ class Stage(Generic[In]):
             error_type=error_type,
             reason=reason,
             key=bytes(message.key) if message.key is not None else None,
-            value=value,
+            value=kept,
             headers=headers,
+            value_masked=masked,
         )
         telemetry.dead_letters.add(1, {"topic": str(message.topic)})
         await self.outbox.emit("dead_letters", message.key, letter)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from infra.settings import Settings
 from infra.stack import Stack
+from streams import ingest_client
 
 
 def free_ports(count: int) -> list[int]:
@@ -146,3 +148,54 @@ async def worker(
         yield process
     finally:
         process.stop()
+
+
+# --- a small two-tenant corpus, ingested through Kafka once per session -------------------------------------
+
+FROBNICATOR = """# Frobnicator manual
+
+## Configuring the timeout
+
+The frobnicator timeout is configured with the FROB_TIMEOUT setting. It is measured in seconds and defaults to
+forty-two. Set it in the frobnicator.toml file under the [limits] table.
+
+## Resetting the frobnicator
+
+To reset the frobnicator, hold the blue button for nine seconds until the lamp blinks twice.
+"""
+
+GARDEN = """# Garden notes
+
+## Watering tomatoes
+
+Tomatoes need deep watering twice a week; shallow daily watering makes roots lazy.
+"""
+
+QUESTION = "How is the frobnicator timeout configured?"
+# llm_echo streams its prompt back at 5 ms a word: a long question makes an answer that lasts a few seconds.
+LONG_QUESTION = QUESTION + " " + " ".join(["Please explain the frobnicator timeout setting in detail."] * 80)
+
+
+async def ingest_folder(settings: Settings, folder: Path, tenant: str) -> None:
+    report = await ingest_client.ingest(settings, [folder], tenant, timeout_s=180, progress=False)
+    assert report.ok, report.errors
+
+
+@pytest.fixture(scope="session")
+def tenants() -> tuple[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return f"acme{suffix}", f"globex{suffix}"
+
+
+@pytest.fixture(scope="session")
+async def corpus(
+    worker: WorkerProcess, stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tenants: tuple[str, str]
+) -> dict[str, Path]:
+    acme, globex = tenants
+    a = tmp_path_factory.mktemp("acme")
+    (a / "frobnicator.md").write_text(FROBNICATOR)
+    b = tmp_path_factory.mktemp("globex")
+    (b / "garden.md").write_text(GARDEN)
+    await ingest_folder(stack_settings, a, acme)
+    await ingest_folder(stack_settings, b, globex)
+    return {acme: a, globex: b}

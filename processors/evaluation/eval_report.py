@@ -48,8 +48,19 @@ def eval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
         f"Golden set `{summary.get('golden')}` on tenant `{summary.get('tenant')}`: {summary.get('cases')} cases "
         f"({summary.get('answerable')} answerable, {summary.get('refusal_expected')} expecting a refusal), "
         f"model `{summary.get('model') or 'default'}`, prompt version `{summary.get('prompt_version') or 'active'}`, "
-        f"cache {'on' if summary.get('use_cache') else 'off'}; {fmt(summary.get('duration_s'), 1)} s wall.",
+        f"cache {'on' if summary.get('use_cache') else 'off'}; concurrency {summary.get('concurrency')}, "
+        f"max tokens {summary.get('max_tokens') or 'default'}; "
+        f"the pipeline pass took {fmt(summary.get('duration_s'), 1)} s.",
         "",
+        *(
+            [
+                "`llm_echo` streams its own input back (a plumbing model): the answer-quality figures below measure "
+                "the harness, not answers; retrieval, refusal-gate and latency figures stand.",
+                "",
+            ]
+            if "llm_echo" in str(summary.get("model"))
+            else []
+        ),
         "### Answer quality",
         "",
         *table(["metric", "value"], [[label(k), v] for k, v in quality.items()]),
@@ -142,6 +153,21 @@ def retrieval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
     recommendation = summary.get("recommendation")
     if recommendation:
         section.lines += [f"Recommendation: {recommendation}", ""]
+    gate: Mapping[str, Any] | None = summary.get("refusal_gate")
+    if gate:
+        ans, ooc = gate.get("answerable_top_score", {}), gate.get("out_of_corpus_top_score", {})
+        section.lines += [
+            "### Refusal gate (top reranker score)",
+            "",
+            f"The pipeline refuses without a model call when the best {gate.get('mode')} score is below "
+            f"min_relevance = {fmt(gate.get('min_relevance'), 2)}. Answerable questions: min {fmt(ans.get('min'))}, "
+            f"p10 {fmt(ans.get('p10'))}, median {fmt(ans.get('median'))}; out-of-corpus questions: median "
+            f"{fmt(ooc.get('median'))}, p90 {fmt(ooc.get('p90'))}, max {fmt(ooc.get('max'))}. Decisions right at "
+            f"the current threshold: {fmt(gate.get('accuracy_at_min_relevance'))}; best threshold on this set "
+            f"{fmt(gate.get('best_threshold'))} with {fmt(gate.get('best_accuracy'))} right (fitted on the same "
+            "cases it is scored on: a starting point, not a validated setting).",
+            "",
+        ]
     if modes:
         names = list(modes)
         bar_chart(

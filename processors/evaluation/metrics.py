@@ -253,3 +253,30 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def threshold_accuracy(positive: Sequence[float], negative: Sequence[float], threshold: float) -> float | None:
+    """Share decided right by "answer iff score >= threshold": positives should pass, negatives should not."""
+    total = len(positive) + len(negative)
+    if total == 0:
+        return None
+    return (sum(1 for p in positive if p >= threshold) + sum(1 for n in negative if n < threshold)) / total
+
+
+def best_threshold(positive: Sequence[float], negative: Sequence[float]) -> tuple[float, float] | None:
+    """The threshold that decides the most cases right, and its accuracy.
+
+    Any threshold between two neighbouring observed scores decides the same; the midpoint of the best such gap is
+    returned, so the margin to both sides is as large as this data allows. Ties go to the lower threshold (fewer
+    false refusals).
+    """
+    scores = sorted(set(positive) | set(negative))
+    if not scores:
+        return None
+    best: tuple[float, float] | None = None
+    for i, cut in enumerate(scores):
+        accuracy = threshold_accuracy(positive, negative, cut)
+        if accuracy is not None and (best is None or accuracy > best[1]):
+            below = scores[i - 1] if i > 0 else cut
+            best = ((below + cut) / 2, accuracy)
+    return best

@@ -43,7 +43,11 @@ def renderer_for(kind: str) -> Renderer:
 
 
 def render_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
-    return renderer_for(str(summary.get("kind", "")))(summary, out_dir)
+    section = renderer_for(str(summary.get("kind", "")))(summary, out_dir)
+    provenance = [f"{key} {summary[key]}" for key in ("run_id", "started_at", "git_commit") if summary.get(key)]
+    if provenance:  # a combined report mixes runs: each section says which one it shows
+        section.lines = [f"*Run: {', '.join(provenance).replace('git_commit', 'commit')}*", "", *section.lines]
+    return section
 
 
 # --- machine facts ---------------------------------------------------------------------------------------------
@@ -178,11 +182,16 @@ def write_report(
         f"{info.get('cpu_model')}; {info.get('os')}, Python {info.get('python')}",
         "",
     ]
-    for summary in summaries:
-        section = render_section(summary, out_dir)
+    kinds = [str(summary.get("kind", "")) for summary in summaries]
+    for i, summary in enumerate(summaries):
+        # two summaries of one kind (two eval runs compared) would overwrite each other's figures
+        sub = f"{i:02d}-{kinds[i] or 'results'}" if kinds.count(kinds[i]) > 1 else ""
+        figure_dir = out_dir / sub if sub else out_dir
+        figure_dir.mkdir(exist_ok=True)
+        section = render_section(summary, figure_dir)
         lines.extend([f"## {section.title}", "", *section.lines, ""])
         for name, caption in section.figures:
-            lines.extend([f"![{caption}]({name})", "", f"*{caption}*", ""])
+            lines.extend([f"![{caption}]({sub + '/' if sub else ''}{name})", "", f"*{caption}*", ""])
     path = out_dir / "summary.md"
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path

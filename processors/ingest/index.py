@@ -158,6 +158,38 @@ class MilvusIndex:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
 
+    async def wait_searchable_many(self, expected: Sequence[tuple[str, str, int, int]], timeout_s: float = 10) -> None:
+        """One strong-consistency query for many (tenant, doc_id, version, rows): returns once all rows are seen."""
+        if not expected:
+            return
+        want = {(t, d, v): n for t, d, v, n in expected}
+        expression = " or ".join(f"({_doc_filter(t, d, f'version == {int(v)}')})" for t, d, v in want)
+        deadline = time.monotonic() + timeout_s
+        delay = 0.005
+        while True:
+            await self.ensure_collection()
+            fields = ["tenant", "doc_id", "version"]
+            rows = await self.client.query(
+                self.collection, filter=expression, output_fields=fields, limit=sum(want.values()) + 1
+            )
+            seen: dict[tuple[str, str, int], int] = {}
+            for row in rows:
+                key = (row["tenant"], row["doc_id"], int(row["version"]))
+                seen[key] = seen.get(key, 0) + 1
+            missing = {k: n for k, n in want.items() if seen.get(k, 0) < n}
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rows not searchable after {timeout_s}s: {missing}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def delete_versions(self, targets: Sequence[tuple[str, str, Literal["<", "=="], int]]) -> None:
+        """One delete for many ``(tenant, doc_id, op, version)``: ``<`` removes older versions, ``==`` one."""
+        if targets:
+            clauses = [f"({_doc_filter(t, d, f'version {op} {int(v)}')})" for t, d, op, v in targets]
+            await self._delete(" or ".join(clauses))
+
     async def delete_older_versions(self, tenant: str, doc_id: str, keep: int) -> None:
         """Older only: rows of a newer version still being built must survive."""
         await self._delete(_doc_filter(tenant, doc_id, f"version < {int(keep)}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -110,10 +111,20 @@ class _Progress:
     content_hash: str
     event_ref: str
     indexes: set[int] = field(default_factory=set)
+    updated: float = 0.0
+
+
+DocVersion = tuple[str, str, int]
 
 
 class IndexWriter:
-    """Batches embedded chunks into Milvus upserts and turns complete versions live (see module docstring)."""
+    """Batches embedded chunks into Milvus upserts and turns complete versions live (see module docstring).
+
+    Per flush: one upsert, then for the versions it completed one verification query and one delete of older
+    versions (Milvus Lite filtered queries cost ~150 ms each at 25k rows, so they are batched, never per doc).
+    Progress lives in memory; a version idle for ``recover_after_s`` (e.g. its first chunks were written before a
+    restart) is re-read from Milvus by a background sweep and completed from there.
+    """
 
     def __init__(
         self,
@@ -123,6 +134,7 @@ class IndexWriter:
         *,
         max_batch: int = 256,
         max_wait_s: float = 0.02,
+        recover_after_s: float = 10.0,
     ) -> None:
         self.index = index
         self.states = states
@@ -130,8 +142,10 @@ class IndexWriter:
         self.batcher: MicroBatcher[EmbeddedChunk, None] = MicroBatcher(
             self._flush, max_batch=max_batch, max_wait_s=max_wait_s, max_flushes=1
         )
-        self._progress: dict[tuple[str, str, int], _Progress] = {}
+        self.recover_after_s = recover_after_s
+        self._progress: dict[DocVersion, _Progress] = {}
         self._lock = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
         self.rows_written = 0
 
     async def write(self, event: EmbeddedChunk) -> None:
@@ -149,35 +163,63 @@ class IndexWriter:
                     fresh.append(event)
             await self.index.upsert([MilvusIndex.row(e) for e in fresh])
             self.rows_written += len(fresh)
-            touched: dict[tuple[str, str, int], _Progress] = {}
+            now = time.monotonic()
+            touched: dict[DocVersion, _Progress] = {}
             for event in fresh:
                 c = event.chunk
                 key = (c.tenant, c.doc_id, c.version)
-                progress = self._progress.get(key)
-                if progress is None:
-                    progress = _Progress(c.total, c.content_hash, c.document_event_id)
-                    progress.indexes = await self.index.chunk_indexes(*key)
-                    self._progress[key] = progress
+                progress = self._progress.setdefault(key, _Progress(c.total, c.content_hash, c.document_event_id))
                 progress.indexes.add(c.index)
+                progress.updated = now
                 touched[key] = progress
-            for key, progress in touched.items():
-                if len(progress.indexes) >= progress.total:
-                    await self._complete(key, progress)
+            await self._complete([(k, p) for k, p in touched.items() if len(p.indexes) >= p.total])
+        if self._progress and (self._sweeper is None or self._sweeper.done()):
+            self._sweeper = asyncio.create_task(self._sweep())
         return [None] * len(events)
 
-    async def _complete(self, key: tuple[str, str, int], progress: _Progress) -> None:
-        tenant, doc_id, version = key
-        self._progress.pop(key, None)
-        await self.index.wait_searchable(tenant, doc_id, version, progress.total)
-        previous = await self.states.activate(tenant, doc_id, version, progress.content_hash, progress.total)
-        if previous is None:  # a newer version went live, or the doc was deleted, while this one was built
-            await self.index.delete_version(tenant, doc_id, version)
-            done = DocDone(tenant, doc_id, version, "unchanged", 0, progress.event_ref, error="superseded")
-        else:
-            await self.index.delete_older_versions(tenant, doc_id, version)
-            done = DocDone(tenant, doc_id, version, "indexed", progress.total, progress.event_ref,
-                           replaced=previous if previous != version else 0)  # fmt: skip
-        await self.on_done(done)
+    async def _complete(self, items: list[tuple[DocVersion, _Progress]]) -> None:
+        """Verify searchable, flip live, delete older rows, report: for every completed version at once."""
+        if not items:
+            return
+        for key, _ in items:
+            self._progress.pop(key, None)
+        await self.index.wait_searchable_many([(*key, p.total) for key, p in items])
+        live: list[tuple[DocVersion, _Progress, int]] = []
+        superseded: list[tuple[DocVersion, _Progress]] = []
+        for key, progress in items:
+            previous = await self.states.activate(*key, progress.content_hash, progress.total)
+            if previous is None:  # a newer version went live, or the doc was deleted, while this one was built
+                superseded.append((key, progress))
+            else:
+                live.append((key, progress, previous))
+        await self.index.delete_versions([(t, d, "<", v) for (t, d, v), _, _ in live]
+                                         + [(t, d, "==", v) for (t, d, v), _ in superseded])  # fmt: skip
+        for (tenant, doc_id, version), progress, previous in live:
+            await self.on_done(DocDone(tenant, doc_id, version, "indexed", progress.total, progress.event_ref,
+                                       replaced=previous if previous != version else 0))  # fmt: skip
+        for (tenant, doc_id, version), progress in superseded:
+            await self.on_done(DocDone(tenant, doc_id, version, "unchanged", 0, progress.event_ref,
+                                       error="superseded"))  # fmt: skip
+
+    async def _sweep(self) -> None:
+        """Complete versions whose in-memory progress misses chunks written before this process started."""
+        while self._progress:
+            await asyncio.sleep(self.recover_after_s / 2)
+            cutoff = time.monotonic() - self.recover_after_s
+            idle = [key for key, p in self._progress.items() if p.updated < cutoff]
+            if not idle:
+                continue
+            async with self._lock:
+                done = []
+                for key in idle:
+                    progress = self._progress.get(key)
+                    if progress is None:
+                        continue
+                    progress.indexes |= await self.index.chunk_indexes(*key)
+                    progress.updated = time.monotonic()
+                    if len(progress.indexes) >= progress.total:
+                        done.append((key, progress))
+                await self._complete(done)
 
     async def activate_empty(self, tenant: str, doc_id: str, version: int, digest: str, event_ref: str) -> DocDone:
         """A document with no text: it goes live with zero chunks (older versions' rows removed)."""

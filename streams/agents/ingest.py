@@ -24,7 +24,7 @@ from infra.settings import Settings
 from processors.ingest.batching import MicroBatcher
 from processors.ingest.chunking import Chunker, make_chunker
 from processors.ingest.embedding import CachedEmbedder
-from processors.ingest.index import MilvusIndex, collection_name, use_index
+from processors.ingest.index import MilvusIndex, use_index
 from processors.ingest.pipeline import (
     DocDone,
     IndexWriter,
@@ -50,7 +50,7 @@ from streams.agents._resources import Resources
 from streams.app import Topics
 from streams.stage import Outbox, Stage, StageContext
 
-EMBED_BATCH = 64
+EMBED_BATCH = 32
 EMBED_CONCURRENCY = 128
 INDEX_BATCH = 256
 INDEX_CONCURRENCY = 512
@@ -95,17 +95,13 @@ class IngestServices:
 
     @property
     def states(self) -> DocStates:
-        if self._states is None:
-            self._states = DocStates(self.resources.redis, prefix=self.settings.topic_prefix)
-        return self._states
+        return self.resources.states
 
     @property
     def index(self) -> MilvusIndex:
+        """The process's one index, shared with the query path (one write lock, one loaded collection)."""
         if self._index is None:
-            self._index = MilvusIndex(
-                self.resources.milvus, self.settings.milvus_address, self.states,
-                collection=collection_name(self.settings.topic_prefix),
-            )  # fmt: skip
+            self._index = self.resources.index
             use_index(self._index)
         return self._index
 
@@ -179,14 +175,15 @@ def register(
 
     async def on_document(event: DocumentEvent, ctx: StageContext) -> None:
         key = doc_key(event.tenant, event.doc_id)
-        if isinstance(event, DocumentDelete):
-            check_tenant(event.tenant)
-            await services.acknowledge(await services.writer.delete(event.tenant, event.doc_id, event.event_id))
-            return
+        version = event.version if isinstance(event, DocumentUpsert) else 0
         try:
-            await _upsert(event, key)
+            if isinstance(event, DocumentDelete):
+                check_tenant(event.tenant)
+                await services.acknowledge(await services.writer.delete(event.tenant, event.doc_id, event.event_id))
+            else:
+                await _upsert(event, key)
         except Exception as exc:
-            await services.fail(event.tenant, event.doc_id, event.version, event.event_id, exc)
+            await services.fail(event.tenant, event.doc_id, version, event.event_id, exc)
             raise
 
     async def _upsert(event: DocumentUpsert, key: str) -> None:

@@ -227,3 +227,15 @@ def test_replay_compare_and_summary() -> None:
     assert summary["refusals"]["newly refused"] == 1 and summary["refusals"]["candidate refused"] == 1
     assert summary["latency_ms"]["ttft"]["delta_mean"] == pytest.approx(-30.0)  # (-60 + 0) / 2
     assert summary["latency_ms"]["total"]["baseline"]["p50"] == 900.0
+
+
+def test_refusal_threshold_by_hand() -> None:
+    answerable, out_of_corpus = [0.8, 0.9, 0.95], [0.6, 0.7]
+    assert m.threshold_accuracy(answerable, out_of_corpus, 0.3) == pytest.approx(3 / 5)  # refuses nothing
+    assert m.threshold_accuracy(answerable, out_of_corpus, 0.85) == pytest.approx(4 / 5)  # 0.8 wrongly refused
+    threshold, accuracy = m.best_threshold(answerable, out_of_corpus) or (0.0, 0.0)
+    assert accuracy == 1.0 and threshold == pytest.approx(0.75)  # midway between 0.7 and 0.8
+    # overlapping scores: no perfect threshold; 0.65 (between 0.6 and 0.7) gets 4 of 5 right
+    threshold, accuracy = m.best_threshold([0.7, 0.9], [0.6, 0.8, 0.5]) or (0.0, 0.0)
+    assert accuracy == pytest.approx(4 / 5) and threshold == pytest.approx(0.65)
+    assert m.best_threshold([], []) is None

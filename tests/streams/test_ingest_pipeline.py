@@ -252,3 +252,25 @@ async def test_corrupt_files_and_malformed_events_reach_the_dead_letter_topic(
     assert by_key["garbage"].error_type == "DecodeError"
     assert by_key["invalid"].error_type == "InvalidDocument"
     assert by_key["garbage"].value == b"\xc1 not msgpack"  # kept whole for replay
+
+
+async def test_ragstream_ingest_command_waits_for_the_acks(
+    tools: Tools, tmp_path: Path, stack_settings: Settings
+) -> None:
+    import sys
+
+    from tests.conftest import settings_env
+
+    tenant = _tenant()
+    root = tmp_path / "cli"
+    root.mkdir()
+    (root / "a.rst").write_text("Title\n=====\n\nThe capybara is the largest living rodent.\n")
+    args = [sys.executable, "-m", "streams", "ingest", str(root), "--tenant", tenant, "--timeout", "120"]
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=settings_env(stack_settings), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "1 indexed" in err.decode()
+    hits = await tools.index.search(tenant, "largest rodent", None, mode="bm25")  # searchable when the command returns
+    assert hits and hits[0].heading_path == ["Title"]

@@ -8,41 +8,17 @@ covered by tests/triton_models.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
-import uuid
 from pathlib import Path
-
-import pytest
 
 from infra.settings import Settings
 from infra.stack import Stack
 from schemas.events import AnswerDone, AnswerError, QueryOptions, TokenDelta
 from streams import ingest_client
 from streams.client import KafkaAsker
-from tests.conftest import WorkerProcess
-
-FROBNICATOR = """# Frobnicator manual
-
-## Configuring the timeout
-
-The frobnicator timeout is configured with the FROB_TIMEOUT setting. It is measured in seconds and defaults to
-forty-two. Set it in the frobnicator.toml file under the [limits] table.
-
-## Resetting the frobnicator
-
-To reset the frobnicator, hold the blue button for nine seconds until the lamp blinks twice.
-"""
-
-GARDEN = """# Garden notes
-
-## Watering tomatoes
-
-Tomatoes need deep watering twice a week; shallow daily watering makes roots lazy.
-"""
-
-QUESTION = "How is the frobnicator timeout configured?"
-# llm_echo streams its prompt back at 5 ms a word: a long question makes an answer that lasts a few seconds.
-LONG_QUESTION = QUESTION + " " + " ".join(["Please explain the frobnicator timeout setting in detail."] * 80)
+from tests.conftest import LONG_QUESTION, QUESTION, ingest_folder
 
 
 async def _ask(
@@ -57,31 +33,6 @@ async def _ask(
             else:
                 return "".join(parts), event, request_id
     raise AssertionError("no final event")
-
-
-async def _ingest(settings: Settings, folder: Path, tenant: str) -> None:
-    report = await ingest_client.ingest(settings, [folder], tenant, timeout_s=180, progress=False)
-    assert report.ok, report.errors
-
-
-@pytest.fixture(scope="module")
-def tenants() -> tuple[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return f"acme{suffix}", f"globex{suffix}"
-
-
-@pytest.fixture(scope="module")
-async def corpus(
-    worker: WorkerProcess, stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tenants: tuple[str, str]
-) -> dict[str, Path]:
-    acme, globex = tenants
-    a = tmp_path_factory.mktemp("acme")
-    (a / "frobnicator.md").write_text(FROBNICATOR)
-    b = tmp_path_factory.mktemp("globex")
-    (b / "garden.md").write_text(GARDEN)
-    await _ingest(stack_settings, a, acme)
-    await _ingest(stack_settings, b, globex)
-    return {acme: a, globex: b}
 
 
 async def test_answer_cites_the_retrieved_sources(
@@ -157,7 +108,7 @@ async def test_cache_hits_a_paraphrase_and_misses_once_the_cited_doc_is_deleted(
         await asyncio.sleep(0.5)
     assert not after.cached, "the cache still answered from a deleted document"
     assert after.finish_reason == "refused"
-    await _ingest(stack_settings, corpus[acme], acme)  # restore for the other tests
+    await ingest_folder(stack_settings, corpus[acme], acme)  # restore for the other tests
 
 
 async def test_cancel_stops_generation_in_triton(
@@ -207,7 +158,10 @@ async def test_a_triton_outage_answers_every_waiting_client_with_an_error(
         first = [await anext(stream) for stream in streams]  # every request is generating
         assert all(isinstance(event, TokenDelta) for event in first)
         triton = stack.services["triton"]
-        await asyncio.to_thread(triton.stop)
+        pid = triton.status().pid
+        assert pid is not None
+        os.killpg(pid, signal.SIGKILL)  # a crash, not a graceful drain
+        await asyncio.to_thread(triton.stop)  # reaps the record and the shared-memory regions
         try:
             outcomes = []
             for stream in streams:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -13,7 +14,7 @@ from schemas.codec import EventDecoder, encode
 from schemas.events import AnswerDone, AnswerError, DeadLetter, QueryOptions, QueryRequest, ReplyTo, TokenDelta
 from streams.client import KafkaAsker, follow_from_end
 from streams.topics import topic_name
-from tests.conftest import WorkerProcess
+from tests.conftest import QUESTION, WorkerProcess
 
 
 async def _answer(asker: KafkaAsker, request_id: str, timeout_s: float = 30.0) -> tuple[str, AnswerDone | AnswerError]:
@@ -29,15 +30,16 @@ async def _answer(asker: KafkaAsker, request_id: str, timeout_s: float = 30.0) -
     raise AssertionError("stream ended without done/error")
 
 
-async def test_a_request_streams_back_through_kafka_and_triton(worker: WorkerProcess, stack_settings: Settings) -> None:
-    question = "tokens travel from Triton through the worker and Kafka back to the asker " * 3
+async def test_a_request_streams_back_through_kafka_and_triton(
+    corpus: dict[str, Path], tenants: tuple[str, str], stack_settings: Settings
+) -> None:
     async with KafkaAsker(stack_settings) as asker:
-        request_id = await asker.send(question, options=QueryOptions(model="llm_echo", max_tokens=200))
+        options = QueryOptions(model="llm_echo", max_tokens=400, use_cache=False)
+        request_id = await asker.send(QUESTION, tenant=tenants[0], options=options)
         text, done = await _answer(asker, request_id)
     assert isinstance(done, AnswerDone)
-    assert text == question.rstrip() == done.text
-    assert 1 < done.deltas < len(question.split())  # batched: fewer Kafka events than tokens, but streamed
-    assert done.usage.completion_tokens == len(question.split())
+    assert text == done.text and QUESTION in text  # llm_echo streams back the prompt built around the question
+    assert 1 < done.deltas < done.usage.completion_tokens  # batched: fewer Kafka events than tokens, but streamed
     assert "ttft_model" in done.timings_ms
 
 
@@ -76,7 +78,10 @@ async def test_malformed_events_become_dead_letters_and_the_worker_keeps_going(
 ) -> None:
     start = await _end_offset(stack_settings, "dead_letters")
     garbage = b"\xc1\x00 not msgpack"
-    wrong_shape = msgspec.msgpack.encode({"kind": "query.request", "tenant": "t"})  # no request_id, no question
+    # No request_id: undecodable as a request. It carries PII, which must not reach the dead-letter topic.
+    wrong_shape = msgspec.msgpack.encode(
+        {"kind": "query.request", "tenant": "t", "question": "mail jane.roe@example.com, card 4111 1111 1111 1111"}
+    )
     producer = AIOKafkaProducer(bootstrap_servers=stack_settings.kafka_servers)
     await producer.start()
     try:
@@ -90,21 +95,25 @@ async def test_malformed_events_become_dead_letters_and_the_worker_keeps_going(
     assert set(by_key) >= {b"bad-1", b"bad-2"}
     assert by_key[b"bad-1"].value == garbage and by_key[b"bad-1"].error_type == "DecodeError"
     assert "missing required field" in by_key[b"bad-2"].reason
+    assert by_key[b"bad-2"].value_masked
+    assert b"jane.roe@example.com" not in by_key[b"bad-2"].value and b"4111" not in by_key[b"bad-2"].value
+    assert b"<EMAIL_ADDRESS>" in by_key[b"bad-2"].value
     assert by_key[b"bad-1"].source_topic == topic_name("queries", stack_settings)
 
     async with KafkaAsker(stack_settings) as asker:  # still serving
-        request_id = await asker.send("still alive", options=QueryOptions(model="llm_echo"))
+        request_id = await asker.send("still alive?", options=QueryOptions(model="llm_echo"))
         text, done = await _answer(asker, request_id)
     assert worker.alive()
-    assert isinstance(done, AnswerDone) and text == "still alive"
+    assert isinstance(done, AnswerDone) and text == done.text
 
 
 async def test_a_failing_model_answers_the_client_with_an_error_event(
-    worker: WorkerProcess, stack_settings: Settings
+    corpus: dict[str, Path], tenants: tuple[str, str], stack_settings: Settings
 ) -> None:
     start = await _end_offset(stack_settings, "dead_letters")
     async with KafkaAsker(stack_settings) as asker:
-        request_id = await asker.send("hello", options=QueryOptions(model="model_that_does_not_exist"))
+        options = QueryOptions(model="model_that_does_not_exist", use_cache=False)
+        request_id = await asker.send(QUESTION, tenant=tenants[0], options=options)
         _, outcome = await _answer(asker, request_id)
     assert isinstance(outcome, AnswerError)
     assert outcome.stage == "generate" and outcome.retryable

@@ -154,3 +154,27 @@ async def test_tenant_filter_is_always_applied(parts: tuple[MilvusIndex, DocStat
         assert hits[0].heading_path[0] == "Doc"
     with pytest.raises(ValueError):
         await index.search('x" or tenant != "', "epsilon", None, mode="bm25")
+
+
+async def test_a_restarted_writer_completes_a_version_begun_before_the_restart(
+    parts: tuple[MilvusIndex, DocStates, list[DocDone]],
+) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    chunks = _chunks(tenant, "r.md", 1, 5, "zeta")
+    await states.begin(tenant, "r.md", 1)
+    before = IndexWriter(index, states, record)
+    await asyncio.gather(*(before.write(e) for e in chunks[:3]))  # then the worker "dies"
+    assert not done
+    after = IndexWriter(index, states, record, recover_after_s=0.4)
+    await asyncio.gather(*(after.write(e) for e in chunks[3:]))
+    for _ in range(50):
+        if done:
+            break
+        await asyncio.sleep(0.1)
+    assert done and done[-1].status == "indexed" and done[-1].chunks == 5
+    assert len(await index.search(tenant, "zeta", None, top_k=20, mode="bm25")) == 5

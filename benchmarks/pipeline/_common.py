@@ -1,0 +1,339 @@
+"""Shared parts of the pipeline benchmarks: a private stack, the corpus, questions, statistics, process memory and
+the result files (JSON + Markdown + optional PNG under benchmarks/results/pipeline)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import os
+import platform
+import re
+import resource
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from infra.settings import REPO_ROOT, Settings
+
+PYDOCS = Path("/usr/share/doc/python3.11/html")
+CORPUS_DIRS = (PYDOCS / "faq", PYDOCS / "tutorial")
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "pipeline"
+# The models the query path needs with llm_echo; the LLMs are not loaded (memory, start time).
+BENCH_MODELS = "embedder,reranker,llm_echo"
+SERVICES = ("worker", "bridge", "kafka", "triton", "redis", "milvus")
+
+
+# --- machine -----------------------------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    return {
+        "cpu": cpu,
+        "nproc": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def header(started_load: Sequence[float]) -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(),
+        "load_average_start": [round(x, 2) for x in started_load],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def raise_nofile(wanted: int) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(max(soft, wanted), hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+# --- stack -------------------------------------------------------------------------------------------------------
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def private_settings(data_dir: Path, **overrides: object) -> Settings:
+    ports = free_ports(8)
+    values: dict[str, object] = {
+        "data_dir": str(data_dir),
+        "host": "127.0.0.1",
+        "kafka_port": ports[0],
+        "kafka_controller_port": ports[1],
+        "redis_port": ports[2],
+        "milvus_port": ports[3],
+        "triton_http_port": ports[4],
+        "triton_grpc_port": ports[5],
+        "worker_web_port": ports[6],
+        "bridge_port": ports[7],
+        "start_timeout_s": 300.0,
+        "triton_load_models": BENCH_MODELS,
+        "bridge_instance": "bench",
+    }
+    values.update(overrides)
+    passthrough = ("RAGSTREAM_CACHE_DIR", "RAGSTREAM_TRITON_PYTHON_ENV")
+    return Settings.from_env({k: v for k, v in os.environ.items() if k in passthrough}, **values)
+
+
+def export_settings(settings: Settings) -> None:
+    """Services spawned by :class:`Stack` (worker, bridge) read RAGSTREAM_* from this process's environment."""
+    for key in [k for k in os.environ if k.startswith("RAGSTREAM_")]:
+        del os.environ[key]
+    for key, value in msgspec.structs.asdict(settings).items():
+        os.environ[f"RAGSTREAM_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@contextmanager
+def bench_stack(reuse_env: bool, services: Sequence[str], **overrides: object) -> Iterator[Settings]:
+    """A private stack on free ports in a temp dir (stopped at the end), or the one named by RAGSTREAM_*."""
+    if reuse_env:
+        yield Settings.from_env()
+        return
+    from infra.stack import Stack
+
+    scratch = Path(tempfile.mkdtemp(prefix="ragstream-bench-pipeline-"))
+    settings = private_settings(scratch / "stack", **overrides)
+    export_settings(settings)
+    stack = Stack(settings)
+    try:
+        t0 = time.monotonic()
+        print(f"starting a private stack in {settings.data_path} ...", flush=True)
+        stack.up()
+        stack.up(list(services))
+        print(f"stack up in {time.monotonic() - t0:.0f}s", flush=True)
+        yield settings
+    finally:
+        print("stopping the private stack ...", flush=True)
+        for name, stopped in stack.down():
+            print(f"  {name}: {'stopped' if stopped else 'not running'}", flush=True)
+
+
+# --- corpus and questions ----------------------------------------------------------------------------------------
+async def ingest_corpus(settings: Settings, tenant: str, corpus: Sequence[Path] = CORPUS_DIRS) -> dict[str, Any]:
+    from streams.ingest_client import format_report, ingest
+
+    dirs = [d for d in corpus if d.exists()]
+    if not dirs:
+        raise SystemExit(f"{PYDOCS} is missing: apt-get install -y python3.11-doc")
+    report = await ingest(settings, dirs, tenant, timeout_s=600.0, progress=False)
+    print(format_report(report), flush=True)
+    if not report.ok:
+        raise RuntimeError("ingestion failed")
+    names = ", ".join(str(d) for d in dirs)
+    return {"dirs": names, "files": report.files, "chunks": report.chunks, "seconds": round(report.seconds, 1)}
+
+
+_HEADING = re.compile(r"<h[23][^>]*>(.*?)</h[23]>", re.S)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def faq_questions() -> list[str]:
+    """Every FAQ heading that is a question ("How do I ...?"), in page order."""
+    questions: list[str] = []
+    for page in sorted((PYDOCS / "faq").glob("*.html")):
+        for raw in _HEADING.findall(page.read_text(errors="replace")):
+            text = html.unescape(_TAG.sub("", raw)).replace("¶", "").strip()
+            text = re.sub(r"\s+", " ", text)
+            if text.endswith("?") and len(text) > 10:
+                questions.append(text)
+    if not questions:
+        raise SystemExit("no FAQ questions found")
+    return questions
+
+
+async def wait_worker(settings: Settings, timeout_s: float = 300.0) -> None:
+    """Ready when an llm_echo question makes the round trip through Kafka, the worker and Triton."""
+    from schemas.events import AnswerDone, QueryOptions
+    from streams.client import KafkaAsker
+
+    deadline = time.monotonic() + timeout_s
+    async with KafkaAsker(settings) as asker:
+        while time.monotonic() < deadline:
+            request_id = await asker.send("ping", options=QueryOptions(max_tokens=1, model="llm_echo"))
+            try:
+                async for event in asker.events(request_id, timeout_s=10.0):
+                    if isinstance(event, AnswerDone):
+                        return
+            except TimeoutError:
+                continue
+    raise RuntimeError("the worker did not answer in time")
+
+
+# --- statistics --------------------------------------------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def dist(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 2),
+        "p95": round(percentile(values, 95), 2),
+        "p99": round(percentile(values, 99), 2),
+        "max": round(max(values), 2) if values else float("nan"),
+    }
+
+
+# --- process memory ----------------------------------------------------------------------------------------------
+@dataclass
+class ProcMem:
+    pids: list[int]
+    rss_mib: float
+    hwm_mib: float
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # field 5 (pgrp), after pid and (comm)
+            members.append(int(entry.name))
+    return sorted(members)
+
+
+def service_memory(settings: Settings) -> dict[str, dict[str, Any]]:
+    """RSS and peak RSS (VmHWM) per service: the PID from <data_dir>/run/<name>.pid plus its process group (the
+    Triton Python stubs, Kafka's JVM). Peak of a group is the sum of its members' peaks (an upper bound)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in SERVICES:
+        pid_file = settings.data_path / "run" / f"{name}.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        members = _group_members(pid) or [pid]
+        rss = sum(_status_kib(p, "VmRSS") for p in members) / 1024
+        hwm = sum(_status_kib(p, "VmHWM") for p in members) / 1024
+        out[name] = {"pids": members, "rss_mib": round(rss, 1), "peak_rss_mib": round(hwm, 1)}
+    me = os.getpid()
+    out["bench client"] = {
+        "pids": [me],
+        "rss_mib": round(_status_kib(me, "VmRSS") / 1024, 1),
+        "peak_rss_mib": round(_status_kib(me, "VmHWM") / 1024, 1),
+    }
+    return out
+
+
+class MemorySampler:
+    """Samples :func:`service_memory` every ``interval_s``; keeps the highest RSS seen per service."""
+
+    def __init__(self, settings: Settings, interval_s: float = 1.0) -> None:
+        self.settings = settings
+        self.interval_s = interval_s
+        self.peak_rss: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        for name, row in service_memory(self.settings).items():
+            self.peak_rss[name] = max(self.peak_rss.get(name, 0.0), float(row["rss_mib"]))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.to_thread(self.sample)
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> dict[str, float]:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.sample()
+        return dict(self.peak_rss)
+
+
+# --- results -----------------------------------------------------------------------------------------------------
+def write_results(name: str, result: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    json_path = RESULTS / f"{name}-{stamp}.json"
+    md_path = RESULTS / f"{name}-{stamp}.md"
+    json_path.write_text(json.dumps(result, indent=2, default=str))
+    md_path.write_text(markdown)
+    return json_path, md_path
+
+
+def plot_path(json_path: Path) -> Path:
+    return json_path.with_suffix(".png")
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    except ImportError:
+        print("matplotlib is not installed in this venv: no plot", flush=True)
+        return False
+    return True
+
+
+def machine_line(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    return (
+        f"Machine: {m['cpu']}, {m['nproc']} cores, {m['memory_gib']} GiB; {m['platform']}. "
+        f"Date {result['date']}, commit {result['commit']}. Load average (1/5/15 min) at start "
+        f"{result['load_average_start']}, at end {result['load_average_end']} (shared, noisy machine)."
+    )
