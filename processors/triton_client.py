@@ -149,6 +149,18 @@ def _text_of(result: Any) -> str:
     return "".join(item.decode("utf-8", errors="replace") for item in array.reshape(-1))
 
 
+_MAX_MESSAGE = 2**31 - 1
+# gRPC's default reconnect backoff grows to two minutes: after a Triton restart a worker would keep failing long
+# after the server is back. Cap it at a second.
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 class TritonClient:
     """A long-lived connection to one Triton server. Create once per process; safe for concurrent use.
 
@@ -171,7 +183,7 @@ class TritonClient:
         self.first_token_timeout_s = first_token_timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
-        self._client = grpcclient.InferenceServerClient(url=url)
+        self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
 
     async def close(self) -> None:
         await self._client.close()

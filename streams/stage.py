@@ -122,7 +122,12 @@ class Outbox:
         all_headers = {**telemetry.headers_from_context(), **(headers or {})}
         all_headers["ragstream-kind"] = str(getattr(event, "kind", type(event).__name__)).encode()
         raw_key = key.encode() if isinstance(key, str) else key
-        await self.app.producer.send(topic, raw_key, encode(event), partition, None, list(all_headers.items()))
+        delivery = await self.app.producer.send(
+            topic, raw_key, encode(event), partition, None, list(all_headers.items())
+        )
+        # Wait for the broker's acknowledgement: the input's offset is committed once the handler returns, so an
+        # output still in the producer's buffer when the broker goes away would otherwise be lost.
+        await delivery
 
     async def reply(self, reply_to: ReplyTo, request_id: str, event: msgspec.Struct) -> None:
         await self.send(reply_to.topic, request_id, event, partition=reply_to.partition)

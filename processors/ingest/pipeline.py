@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from processors.ingest.index import MilvusIndex
 from processors.ingest.loaders import load
 from processors.ingest.state import DocStates, check_tenant
 from schemas.events import Chunk, DocumentUpsert, EmbeddedChunk, Metadata
+
+log = logging.getLogger(__name__)
 
 MAX_DOC_ID = 1024
 HEADER_CHARS = 200
@@ -209,17 +212,26 @@ class IndexWriter:
             idle = [key for key, p in self._progress.items() if p.updated < cutoff]
             if not idle:
                 continue
-            async with self._lock:
-                done = []
-                for key in idle:
-                    progress = self._progress.get(key)
-                    if progress is None:
-                        continue
-                    progress.indexes |= await self.index.chunk_indexes(*key)
-                    progress.updated = time.monotonic()
-                    if len(progress.indexes) >= progress.total:
-                        done.append((key, progress))
-                await self._complete(done)
+            try:
+                async with self._lock:
+                    done = []
+                    for key in idle:
+                        progress = self._progress.get(key)
+                        if progress is None:
+                            continue
+                        progress.indexes |= await self.index.chunk_indexes(*key)
+                        progress.updated = time.monotonic()
+                        if len(progress.indexes) >= progress.total:
+                            done.append((key, progress))
+                    await self._complete(done)
+            except Exception:
+                log.warning("recovery sweep failed; retrying in %.0fs", self.recover_after_s, exc_info=True)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
 
     async def activate_empty(self, tenant: str, doc_id: str, version: int, digest: str, event_ref: str) -> DocDone:
         """A document with no text: it goes live with zero chunks (older versions' rows removed)."""

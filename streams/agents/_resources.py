@@ -61,7 +61,10 @@ class Resources:
         if self._milvus is None:
             from pymilvus import AsyncMilvusClient
 
-            self._milvus = AsyncMilvusClient(uri=self.settings.milvus_address)
+            # pymilvus pings every 10 s even when idle; the Milvus Lite server answers with GOAWAY "too_many_pings",
+            # which drops in-flight RPCs. Ping only during calls, and rarely.
+            keepalive = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+            self._milvus = AsyncMilvusClient(uri=self.settings.milvus_address, grpc_options=keepalive)
         return self._milvus
 
     @property

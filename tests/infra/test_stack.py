@@ -12,7 +12,7 @@ import pytest
 
 from infra.services._process import ServiceError, _proc_start_time
 from infra.services.redis import Redis
-from infra.stack import Stack
+from infra.stack import INFRASTRUCTURE, Stack
 from tests.conftest import isolated_settings, settings_env
 
 
@@ -29,13 +29,13 @@ def test_up_twice_status_and_down_leave_nothing_behind(tmp_path: Path) -> None:
     first = _ragstream(env, "up")
     assert first.returncode == 0, first.stderr
     stack = Stack(settings)
-    pids = {s.name: s.pid for s in stack.status()}
+    pids = {s.name: s.pid for s in stack.status(INFRASTRUCTURE)}
     assert set(pids) == {"kafka", "redis", "milvus", "triton"}
     assert all(pids.values())
 
     second = _ragstream(env, "up")  # harmless: nothing restarted
     assert second.returncode == 0, second.stderr
-    assert {s.name: s.pid for s in stack.status()} == pids
+    assert {s.name: s.pid for s in stack.status(INFRASTRUCTURE)} == pids
 
     status = _ragstream(env, "status")
     assert status.returncode == 0

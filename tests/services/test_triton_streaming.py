@@ -86,7 +86,8 @@ async def test_unknown_model_is_a_clear_error(stack: Stack, stack_settings: Sett
                 pass
         except TritonError as exc:
             assert "no_such_model" in str(exc)
-            assert exc.retryable  # nothing was streamed yet
+            assert exc.before_output  # nothing was streamed
+            assert not exc.retryable  # a model that does not exist will not appear on retry
         else:
             raise AssertionError("expected a TritonError")
     finally:

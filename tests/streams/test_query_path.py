@@ -178,3 +178,12 @@ async def test_a_triton_outage_answers_every_waiting_client_with_an_error(
             await asyncio.to_thread(triton.start)
     assert all(isinstance(o, AnswerError) for o in outcomes), outcomes
     assert all(o.retryable or o.stage in ("prepare", "generate") for o in outcomes if isinstance(o, AnswerError))
+
+    # Triton is back: the same worker serves again within seconds, without a restart.
+    recovered = None
+    for _ in range(60):
+        recovered = (await _ask(stack_settings, QUESTION, acme, model="llm_echo", use_cache=False))[1]
+        if isinstance(recovered, AnswerDone):
+            break
+        await asyncio.sleep(0.5)
+    assert isinstance(recovered, AnswerDone), recovered

@@ -116,7 +116,7 @@ async def test_a_failing_model_answers_the_client_with_an_error_event(
         request_id = await asker.send(QUESTION, tenant=tenants[0], options=options)
         _, outcome = await _answer(asker, request_id)
     assert isinstance(outcome, AnswerError)
-    assert outcome.stage == "generate" and outcome.retryable
+    assert outcome.stage == "generate" and outcome.code == "stage_failed"
     letters = await _dead_letters_after(stack_settings, start, 1)
     assert letters and letters[0].key == request_id.encode()
 
@@ -134,7 +134,7 @@ async def test_a_broker_restart_loses_no_committed_request(
             request = QueryRequest(
                 request_id=f"{batch}-{i}-{time.time_ns()}",
                 tenant="t",
-                question=f"{batch} {i}",
+                question=f"What is the frobnicator timeout, case {i} of the {batch} set?",
                 reply_to=ReplyTo(topic=reply_topic),
                 options=QueryOptions(model="llm_echo"),
             )
@@ -161,6 +161,7 @@ async def test_a_broker_restart_loses_no_committed_request(
     await producer.stop()
 
     done: set[str] = set()
+    errors: dict[str, str] = {}
     decoder = EventDecoder(AnswerDone | AnswerError | TokenDelta)
     deadline = time.monotonic() + 120
     try:
@@ -171,8 +172,11 @@ async def test_a_broker_restart_loses_no_committed_request(
                     event = decoder.decode(record.value)
                     if isinstance(event, AnswerDone):
                         done.add(event.request_id)
+                    elif isinstance(event, AnswerError):
+                        errors[event.request_id] = f"{event.stage}: {event.message}"
     finally:
         await consumer.stop()
     missing = set(before + after) - done
-    assert not missing, f"{len(missing)} requests lost across the broker restart; worker log:\n{worker.log()[-3000:]}"
+    summary = sorted({m.split("-")[0] + ": " + errors.get(m, "no answer") for m in missing})
+    assert not missing, f"{len(missing)} requests lost across the broker restart: {summary}\n{worker.log()[-1500:]}"
     assert worker.alive()

@@ -169,6 +169,7 @@ async def test_a_restarted_writer_completes_a_version_begun_before_the_restart(
     await states.begin(tenant, "r.md", 1)
     before = IndexWriter(index, states, record)
     await asyncio.gather(*(before.write(e) for e in chunks[:3]))  # then the worker "dies"
+    await before.close()
     assert not done
     after = IndexWriter(index, states, record, recover_after_s=0.4)
     await asyncio.gather(*(after.write(e) for e in chunks[3:]))
@@ -178,3 +179,4 @@ async def test_a_restarted_writer_completes_a_version_begun_before_the_restart(
         await asyncio.sleep(0.1)
     assert done and done[-1].status == "indexed" and done[-1].chunks == 5
     assert len(await index.search(tenant, "zeta", None, top_k=20, mode="bm25")) == 5
+    await after.close()
