@@ -57,25 +57,26 @@ def cited_numbers(text: str) -> list[int]:
     return list(seen)
 
 
+def citation(number: int, passage: Passage) -> Citation:
+    return Citation(
+        number=number,
+        chunk_id=passage.chunk_id,
+        doc_id=passage.doc_id,
+        source_uri=passage.source_uri,
+        title=passage.title,
+        heading_path=list(passage.heading_path),
+        char_start=passage.char_start,
+        char_end=passage.char_end,
+    )
+
+
 def citations_for(text: str, sources: Sequence[Passage]) -> tuple[list[Citation], list[int]]:
     """Citations for the valid ``[n]`` in ``text``, and the numbers that refer to no source."""
     valid: list[Citation] = []
     invalid: list[int] = []
     for number in cited_numbers(text):
         if 1 <= number <= len(sources):
-            passage = sources[number - 1]
-            valid.append(
-                Citation(
-                    number=number,
-                    chunk_id=passage.chunk_id,
-                    doc_id=passage.doc_id,
-                    source_uri=passage.source_uri,
-                    title=passage.title,
-                    heading_path=list(passage.heading_path),
-                    char_start=passage.char_start,
-                    char_end=passage.char_end,
-                )
-            )
+            valid.append(citation(number, sources[number - 1]))
         else:
             invalid.append(number)
     return valid, invalid
