@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
 import msgspec
 
@@ -80,3 +81,17 @@ def citations_for(text: str, sources: Sequence[Passage]) -> tuple[list[Citation]
         else:
             invalid.append(number)
     return valid, invalid
+
+
+class SupportedSentence(Protocol):
+    @property
+    def best_passage(self) -> int | None: ...  # 1-based source number
+
+    @property
+    def grounded(self) -> bool: ...
+
+
+def attributed_citations(sentences: Sequence[SupportedSentence], sources: Sequence[Passage]) -> list[Citation]:
+    """Citations for an answer that wrote no ``[n]``: the sources that best support its grounded sentences."""
+    numbers = sorted({s.best_passage for s in sentences if s.grounded and s.best_passage is not None})
+    return [citation(n, sources[n - 1]) for n in numbers if 1 <= n <= len(sources)]

@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 
 from processors.cache import SemanticCache
-from processors.context import Context, build_context, citation, citations_for
+from processors.context import Context, attributed_citations, build_context, citations_for
 from processors.embedder import Embedder
 from processors.generation import DeltaBatcher
 from processors.guardrails.input_guard import InputGuard
@@ -285,8 +285,7 @@ class QueryProcessor:
         if not citations and finish in ("stop", "length"):
             # Small models often answer from the sources without writing [n]. Attribute each grounded sentence to
             # the source that supports it best (the output guard's groundedness check), and say so in the verdict.
-            numbers = sorted({s.best_passage for s in report.sentences if s.grounded and s.best_passage})
-            citations = [citation(n, prompted.passages[n - 1]) for n in numbers if 1 <= n <= len(prompted.passages)]
+            citations = attributed_citations(report.sentences, prompted.passages)
             if citations:
                 verdict = msgspec.structs.replace(verdict, reasons=[*verdict.reasons, "citations_attributed"])
         timings = dict(prompted.timings_ms)

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from infra.settings import Settings
 from processors.ingest.loaders import content_type_for
@@ -25,6 +25,7 @@ from processors.ingest.pipeline import doc_key, hash_bytes
 from processors.ingest.state import DocStates, check_tenant
 from schemas.codec import EventDecoder, encode
 from schemas.events import DocumentDelete, DocumentIndexed, DocumentUpsert
+from streams.client import follow_from_end
 from streams.topics import topic_name
 
 _acks: EventDecoder[DocumentIndexed] = EventDecoder(DocumentIndexed)
@@ -135,17 +136,7 @@ class DocumentChannel:
     async def __aenter__(self) -> DocumentChannel:
         await self.producer.start()
         await self.consumer.start()
-        partitions = self.consumer.partitions_for_topic(self.acks_topic)
-        if partitions is None:
-            await self.consumer._client.force_metadata_update()
-            partitions = self.consumer.partitions_for_topic(self.acks_topic)
-        if not partitions:
-            raise RuntimeError(f"topic {self.acks_topic} does not exist (run `ragstream up`)")
-        assigned = [TopicPartition(self.acks_topic, p) for p in sorted(partitions)]
-        self.consumer.assign(assigned)
-        await self.consumer.seek_to_end(*assigned)
-        for tp in assigned:  # resolve end offsets before anything is sent
-            await self.consumer.position(tp)
+        await follow_from_end(self.consumer, self.acks_topic)  # acks of what this client is about to send
         self._reader = asyncio.create_task(self._read())
         return self
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from processors.context import build_context, citations_for, cited_numbers, estimate_tokens
+from processors.context import attributed_citations, build_context, citations_for, cited_numbers, estimate_tokens
+from processors.guardrails.stream_guard import check_groundedness
 from schemas.events import Passage
 
 
@@ -38,3 +39,15 @@ def test_citations_map_to_sources_and_invalid_numbers_are_reported() -> None:
 
 def test_token_estimate_is_monotonic() -> None:
     assert estimate_tokens("a") <= estimate_tokens("a" * 100) <= estimate_tokens("a" * 1000)
+
+
+def test_uncited_grounded_sentences_are_attributed_to_their_best_source() -> None:
+    sources = [
+        _p(0, "Tomatoes need deep watering twice a week in summer."),
+        _p(1, "The frobnicator timeout is set with FROB_TIMEOUT in seconds."),
+    ]
+    answer = "Set the frobnicator timeout with FROB_TIMEOUT, in seconds. Bananas are yellow and curved fruit."
+    checks = check_groundedness(answer, [s.text for s in sources], 0.5)
+    citations = attributed_citations(checks, sources)
+    assert [(c.number, c.chunk_id) for c in citations] == [(2, "c1")]  # the banana sentence is grounded nowhere
+    assert attributed_citations([], sources) == []
