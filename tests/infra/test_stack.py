@@ -12,6 +12,7 @@ import pytest
 
 from infra.services._process import ServiceError, _proc_start_time
 from infra.services.redis import Redis
+from infra.settings import Settings
 from infra.stack import INFRASTRUCTURE, Stack
 from tests.conftest import isolated_settings, settings_env
 
@@ -24,6 +25,13 @@ def _ragstream(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
 
 def test_up_twice_status_and_down_leave_nothing_behind(tmp_path: Path) -> None:
     settings = isolated_settings(tmp_path / "data", triton_load_models="llm_echo")
+    try:
+        _check_up_status_down(settings)
+    finally:
+        Stack(settings).down()  # whatever an assertion left running
+
+
+def _check_up_status_down(settings: Settings) -> None:
     env = settings_env(settings)
 
     first = _ragstream(env, "up")
