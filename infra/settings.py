@@ -129,6 +129,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         except msgspec.ValidationError as exc:
             raise ValueError(f"invalid ragstream settings: {exc}") from None
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``RAGSTREAM_*`` variables (the inverse of :meth:`from_env`), for child processes."""
+        return {
+            f"{ENV_PREFIX}{key.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+            for key, value in msgspec.structs.asdict(self).items()
+        }
+
     def with_changes(self, **changes: object) -> Settings:
         return msgspec.structs.replace(self, **changes)
 

@@ -7,8 +7,11 @@ once Kafka answers, and ``down`` stops them in reverse order by the PIDs recorde
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from infra.kafka_admin import ensure_topics
 from infra.services._process import Service, ServiceError, Status
@@ -20,10 +23,43 @@ from infra.services.triton import Triton
 from infra.services.worker import Worker
 from infra.settings import Settings
 
-__all__ = ["ServiceError", "Stack", "Status"]
+__all__ = ["ServiceError", "Stack", "Status", "free_ports", "private_settings"]
 
 
 INFRASTRUCTURE = ("kafka", "redis", "milvus", "triton")
+
+# Settings a private stack inherits from the caller's environment: where artifacts are cached, and the models.
+_PRIVATE_PASSTHROUGH = ("RAGSTREAM_CACHE_DIR", "RAGSTREAM_TRITON_LOAD_MODELS", "RAGSTREAM_TRITON_PYTHON_ENV")
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago (all held open together while choosing)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def private_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a private stack (tests, benchmarks): its own data dir and free ports, the shared cache."""
+    ports = free_ports(8)
+    values: dict[str, object] = {
+        "data_dir": str(data_dir),
+        "kafka_port": ports[0],
+        "kafka_controller_port": ports[1],
+        "redis_port": ports[2],
+        "milvus_port": ports[3],
+        "triton_http_port": ports[4],
+        "triton_grpc_port": ports[5],
+        "worker_web_port": ports[6],
+        "bridge_port": ports[7],
+    }
+    values.update(overrides)
+    return Settings.from_env({k: v for k, v in os.environ.items() if k in _PRIVATE_PASSTHROUGH}, **values)
 
 
 class Stack:

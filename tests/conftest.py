@@ -7,7 +7,6 @@ started once per session by the project's own :class:`infra.stack.Stack` and sto
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,52 +17,18 @@ from pathlib import Path
 import pytest
 
 from infra.settings import Settings
-from infra.stack import Stack
+from infra.stack import Stack, private_settings
 from streams import ingest_client
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def isolated_settings(data_dir: Path, **overrides: object) -> Settings:
-    """Settings for a private stack: own data dir, free ports, and the shared artifact cache."""
-    ports = free_ports(8)
-    values: dict[str, object] = {
-        "data_dir": str(data_dir),
-        "kafka_port": ports[0],
-        "kafka_controller_port": ports[1],
-        "redis_port": ports[2],
-        "milvus_port": ports[3],
-        "triton_http_port": ports[4],
-        "triton_grpc_port": ports[5],
-        "worker_web_port": ports[6],
-        "bridge_port": ports[7],
-        "topic_partitions": 2,
-        "start_timeout_s": 180.0,
-    }
-    values.update(overrides)
-    passthrough = ("RAGSTREAM_CACHE_DIR", "RAGSTREAM_TRITON_LOAD_MODELS", "RAGSTREAM_TRITON_PYTHON_ENV")
-    return Settings.from_env({k: v for k, v in os.environ.items() if k in passthrough}, **values)
+    """A private stack for the tests: two partitions per topic keep rebalances quick."""
+    return private_settings(data_dir, **{"topic_partitions": 2, "start_timeout_s": 180.0, **overrides})
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The same settings as RAGSTREAM_* variables, for subprocesses (worker, CLI)."""
-    import msgspec
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTREAM_")}
-    for key, value in msgspec.structs.asdict(settings).items():
-        env[f"RAGSTREAM_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
+    """The environment for a subprocess (worker, CLI) that must use ``settings``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RAGSTREAM_")}, **settings.to_env()}
 
 
 @pytest.fixture(scope="session")

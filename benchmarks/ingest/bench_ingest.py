@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,8 +30,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import msgspec
 
 from infra.settings import Settings
 from processors.ingest.chunking import token_chunker
@@ -43,24 +40,6 @@ PYDOCS = Path("/usr/share/doc/python3.11/html")
 HERE = Path(__file__).resolve().parent
 LLAMA_VENV = Path("~/.cache/ragstream/bench-venvs/llamaindex").expanduser()
 LLAMA_PACKAGES = ["llama-index-core==0.14.25", "tritonclient[grpc]", "tokenizers", "beautifulsoup4", "lxml"]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTREAM_")}
-    for key, value in msgspec.structs.asdict(settings).items():
-        env[f"RAGSTREAM_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
 
 
 def corpus_files(root: Path, limit: int | None) -> list[Path]:
@@ -150,22 +129,17 @@ def main() -> None:
     if args.running_stack:
         settings = Settings.from_env()
     else:
-        from infra.stack import Stack
+        from infra.stack import Stack, private_settings
 
-        ports = free_ports(8)
-        settings = Settings.from_env(
-            {k: v for k, v in os.environ.items() if k == "RAGSTREAM_CACHE_DIR"},
-            data_dir=str(scratch / "stack"), kafka_port=ports[0], kafka_controller_port=ports[1],
-            redis_port=ports[2], milvus_port=ports[3], triton_http_port=ports[4], triton_grpc_port=ports[5],
-            worker_web_port=ports[6], bridge_port=ports[7], start_timeout_s=240.0,
-        )  # fmt: skip
+        settings = private_settings(scratch / "stack", start_timeout_s=240.0)
         stack = Stack(settings)
     try:
         if stack is not None:
             print("starting the stack ...", flush=True)
             stack.up()
             log = (scratch / "worker.log").open("ab")
-            worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env_for(settings),
+            env = {**os.environ, **settings.to_env()}
+            worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         asyncio.run(wait_ready(settings, scratch))
         tree = args.corpus if args.limit is None else link_subset(files, args.corpus, scratch / "corpus")

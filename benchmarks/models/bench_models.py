@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -112,17 +111,6 @@ async def triton_embed(client: TritonClient, texts: list[str]) -> dict[str, floa
     return {"texts": len(texts), "wall_s": wall, "texts_per_s": len(texts) / wall}
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b and not (np.isnan(a) or np.isnan(b)) else "n/a"
 
@@ -186,7 +174,7 @@ def main() -> None:
     settings = Settings.from_env()
     stack = None
     if args.start:
-        from infra.stack import Stack
+        from infra.stack import Stack, free_ports
 
         http, grpc = free_ports(2)
         data_dir = tempfile.mkdtemp(prefix="bench-models-")

@@ -10,7 +10,6 @@ import os
 import platform
 import re
 import resource
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,9 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from infra.settings import REPO_ROOT, Settings
+from infra.stack import private_settings
 
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 CORPUS_DIRS = (PYDOCS / "faq", PYDOCS / "tutorial")
@@ -82,45 +80,22 @@ def raise_nofile(wanted: int) -> int:
 
 
 # --- stack -------------------------------------------------------------------------------------------------------
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def private_settings(data_dir: Path, **overrides: object) -> Settings:
-    ports = free_ports(8)
-    values: dict[str, object] = {
-        "data_dir": str(data_dir),
+def bench_settings(data_dir: Path, **overrides: object) -> Settings:
+    """A private stack with only the models the query path needs for llm_echo."""
+    defaults: dict[str, object] = {
         "host": "127.0.0.1",
-        "kafka_port": ports[0],
-        "kafka_controller_port": ports[1],
-        "redis_port": ports[2],
-        "milvus_port": ports[3],
-        "triton_http_port": ports[4],
-        "triton_grpc_port": ports[5],
-        "worker_web_port": ports[6],
-        "bridge_port": ports[7],
         "start_timeout_s": 300.0,
         "triton_load_models": BENCH_MODELS,
         "bridge_instance": "bench",
     }
-    values.update(overrides)
-    passthrough = ("RAGSTREAM_CACHE_DIR", "RAGSTREAM_TRITON_PYTHON_ENV")
-    return Settings.from_env({k: v for k, v in os.environ.items() if k in passthrough}, **values)
+    return private_settings(data_dir, **{**defaults, **overrides})
 
 
 def export_settings(settings: Settings) -> None:
     """Services spawned by :class:`Stack` (worker, bridge) read RAGSTREAM_* from this process's environment."""
     for key in [k for k in os.environ if k.startswith("RAGSTREAM_")]:
         del os.environ[key]
-    for key, value in msgspec.structs.asdict(settings).items():
-        os.environ[f"RAGSTREAM_{key.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    os.environ.update(settings.to_env())
 
 
 @contextmanager
@@ -132,7 +107,7 @@ def bench_stack(reuse_env: bool, services: Sequence[str], **overrides: object) -
     from infra.stack import Stack
 
     scratch = Path(tempfile.mkdtemp(prefix="ragstream-bench-pipeline-"))
-    settings = private_settings(scratch / "stack", **overrides)
+    settings = bench_settings(scratch / "stack", **overrides)
     export_settings(settings)
     stack = Stack(settings)
     try:

@@ -10,4 +10,4 @@ ruff format --check .
 echo "[test] mypy" >&2
 mypy
 echo "[test] pytest" >&2
-exec python -m pytest -p no:cacheprovider "$@"
+exec python -m pytest -q -ra -p no:cacheprovider "$@"

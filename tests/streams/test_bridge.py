@@ -25,13 +25,13 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from infra.settings import REPO_ROOT, Settings
-from infra.stack import Stack
+from infra.stack import Stack, free_ports
 from schemas.codec import EventDecoder, encode
 from schemas.events import AnswerDone, CancelRequest, TokenDelta, new_id
 from streams.bridge import Bridge
 from streams.client import follow_from_end
 from streams.topics import bridge_reply_topic, topic_name
-from tests.conftest import WorkerProcess, free_ports, settings_env
+from tests.conftest import WorkerProcess, settings_env
 
 KEY, OTHER_KEY = "test-key", "other-key"
 ECHO = {"model": "llm_echo"}

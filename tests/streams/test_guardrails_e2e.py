@@ -16,9 +16,10 @@ import pytest
 from test_bridge import BridgeProcess, client  # same folder: the bridge test's process wrapper
 
 from infra.settings import Settings
+from infra.stack import free_ports
 from schemas.events import AnswerDone, AnswerError, QueryOptions, TokenDelta, new_id
 from streams.client import KafkaAsker
-from tests.conftest import WorkerProcess, free_ports, ingest_folder
+from tests.conftest import WorkerProcess, ingest_folder
 
 EMAIL = "jane.roe.pii@example.org"
 CARD = "4111 1111 1111 1111"
