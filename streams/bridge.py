@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -53,6 +53,7 @@ from schemas.events import (
 )
 from streams import _bridge_protocol as proto
 from streams import telemetry
+from streams.client import topic_partitions
 from streams.topics import DAY_MS, bridge_reply_topic, topic_name
 
 log = logging.getLogger(__name__)
@@ -194,18 +195,8 @@ class Bridge:
 
     async def _replay(self) -> None:
         """Assign the whole reply topic and read back the resume window before serving, so resumes find it."""
-        partitions: set[int] | None = None
-        for _ in range(100):  # a topic created a moment ago may have no metadata or leaders yet
-            await self._consumer._client.force_metadata_update()
-            cluster = self._consumer._client.cluster
-            partitions = self._consumer.partitions_for_topic(self.reply_topic)
-            leaders = [cluster.leader_for_partition(TopicPartition(self.reply_topic, p)) for p in partitions or ()]
-            if leaders and all(leader is not None and leader >= 0 for leader in leaders):
-                break
-            await asyncio.sleep(0.1)
-        if not partitions:
-            raise RuntimeError(f"reply topic {self.reply_topic} has no partitions")
-        assigned = [TopicPartition(self.reply_topic, p) for p in sorted(partitions)]
+        # A topic created a moment ago may have no metadata or leaders yet.
+        assigned = await topic_partitions(self._consumer, self.reply_topic)
         self._consumer.assign(assigned)
         # Requests are journalled before their answers, so reach back one request timeout further.
         since_ms = int((time.time() - self.settings.bridge_resume_window_s - self.settings.request_timeout_s) * 1000)

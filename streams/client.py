@@ -30,15 +30,32 @@ from streams.topics import topic_name
 _answers: EventDecoder[AnswerEvent] = EventDecoder(AnswerEvent)
 
 
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, *, timeout_s: float = 10.0) -> list[TopicPartition]:
+    """Every partition of ``topic``, once the started consumer's metadata shows each with a leader.
+
+    A topic created a moment ago may be missing from the metadata, or have no leaders yet: refresh until it is
+    usable or the deadline passes.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            cluster = consumer._client.cluster
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            leaders = [cluster.leader_for_partition(tp) for tp in tps]
+            if all(leader is not None and leader >= 0 for leader in leaders):
+                return tps
+        if loop.time() > deadline:
+            raise RuntimeError(f"topic {topic} does not exist or has no leaders (run `ragstream up`)")
+        await consumer._client.force_metadata_update()
+        if not consumer.partitions_for_topic(topic):
+            await asyncio.sleep(0.1)
+
+
 async def follow_from_end(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """Assign every partition of ``topic`` to a started consumer, positioned at the current end."""
-    partitions = consumer.partitions_for_topic(topic)
-    if partitions is None:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise RuntimeError(f"topic {topic} does not exist (run `ragstream up`)")
-    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+    assigned = await topic_partitions(consumer, topic)
     consumer.assign(assigned)
     await consumer.seek_to_end(*assigned)
     for tp in assigned:  # resolve the end offsets now, before anything is sent

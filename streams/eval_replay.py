@@ -29,6 +29,7 @@ from processors.evaluation.replay import Outcome, compare, summarize_replay
 from processors.evaluation.report import git_commit, machine_info, write_report
 from schemas.codec import DecodeError, EventDecoder
 from schemas.events import QueryOptions, QueryRequest, ReplyTo, new_id
+from streams.client import topic_partitions
 from streams.eval_run import Answer, EvalAsker, EvalClients, Progress, dump_json, new_run_dir, print_progress, safe_name
 from streams.topics import topic_name
 
@@ -70,13 +71,7 @@ async def read_window(settings: Settings, config: ReplayConfig) -> tuple[list[Re
     found: list[Recorded] = []
     skipped = {"synthetic": 0, "undecodable": 0, "other tenant": 0}
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise RuntimeError(f"topic {topic} does not exist (run `ragstream up`)")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, topic)
         ends = await consumer.end_offsets(tps)
         beginnings = await consumer.beginning_offsets(tps)
         bounds: dict[TopicPartition, tuple[int, int]] = {}

@@ -22,6 +22,7 @@ from infra.settings import Settings
 from processors.prompts import PromptError, PromptRegistryState, PromptTemplate, builtin_templates, record_key
 from schemas.codec import DecodeError, EventDecoder, encode
 from schemas.events import PromptRecord, PromptRef
+from streams.client import topic_partitions
 from streams.topics import topic_name
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class KafkaPromptStore:
         await self._producer.start()
         await self._consumer.start()
         try:
-            await self._wait_for_topic()
+            await topic_partitions(self._consumer, self.topic, timeout_s=5.0)
             self._consumer.assign([self._tp])
             await self._consumer.seek_to_beginning(self._tp)
             self._tail = asyncio.create_task(self._follow(), name=f"prompt-store:{self.topic}")
@@ -86,16 +87,6 @@ class KafkaPromptStore:
         except BaseException:
             await self.stop()
             raise
-
-    async def _wait_for_topic(self, timeout_s: float = 5.0) -> None:
-        """A topic created a moment ago may not be in the broker's metadata yet."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not self._consumer.partitions_for_topic(self.topic):
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"topic {self.topic} does not exist (run `ragstream up`)")
-            await self._consumer._client.force_metadata_update()
-            if not self._consumer.partitions_for_topic(self.topic):
-                await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         if self._tail is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -29,7 +29,7 @@ from infra.stack import Stack, free_ports
 from schemas.codec import EventDecoder, encode
 from schemas.events import AnswerDone, CancelRequest, TokenDelta, new_id
 from streams.bridge import Bridge
-from streams.client import follow_from_end
+from streams.client import follow_from_end, topic_partitions
 from streams.topics import bridge_reply_topic, topic_name
 from tests.conftest import WorkerProcess, settings_env
 
@@ -362,9 +362,7 @@ async def all_keys(settings: Settings, topic: str) -> set[str]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        assert partitions
+        partitions = await topic_partitions(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from typer.testing import CliRunner
 
 from infra.settings import Settings
@@ -18,6 +18,7 @@ from processors.evaluation.golden import DEFAULT_FAQ_DIR, GoldenCase, build_faq_
 from processors.evaluation.report import register_renderer, write_report
 from schemas.codec import any_event_decoder
 from schemas.events import AnswerDone, EvalCaseEvent, EvalCaseResult, QueryOptions
+from streams.client import topic_partitions
 from streams.eval_replay import ReplayConfig, run_replay
 from streams.eval_run import EvalConfig, retrieval_verdict, run_eval, select_cases
 from streams.topics import topic_name
@@ -92,10 +93,7 @@ async def _read_topic(settings: Settings, key: str) -> list[Any]:
     await consumer.start()
     try:
         topic = topic_name(key, settings)
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not tps:
-            await consumer._client.force_metadata_update()
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        tps = await topic_partitions(consumer, topic)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
