@@ -170,5 +170,22 @@ def capacity(ctx: typer.Context) -> None:
     raise typer.Exit(capacity_main(list(ctx.args)))
 
 
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmarks and evaluation on one private stack, one report (benchmarks/run_all.py; --help, --quick)."""
+    import subprocess
+
+    from infra.settings import REPO_ROOT
+
+    script = REPO_ROOT / "benchmarks" / "run_all.py"
+    if not script.exists():  # the benchmarks ship with the source tree, not with the package
+        typer.echo(f"{script} not found: run this from a source checkout", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(subprocess.call([sys.executable, str(script), *ctx.args]))
+
+
 def main() -> None:
     cli()

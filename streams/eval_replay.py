@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from infra.settings import REPO_ROOT, Settings
 from processors.evaluation import metrics as m
 from processors.evaluation.replay import Outcome, compare, summarize_replay
-from processors.evaluation.report import git_commit, machine_info, write_report
+from processors.evaluation.report import load_average, run_facts, write_run
 from schemas.codec import DecodeError, EventDecoder
 from schemas.events import QueryOptions, QueryRequest, ReplyTo, new_id
 from streams.client import topic_partitions
@@ -201,7 +201,7 @@ async def replay_requests(
 async def run_replay(settings: Settings, config: ReplayConfig, *, progress: Progress = print_progress) -> Path:
     """Read the window, re-issue it twice, compare, and write JSON per request, summary JSON, PNG and Markdown."""
     run_id = uuid.uuid4().hex[:12]
-    started_at = dt.datetime.now(dt.UTC)
+    facts = run_facts()
     recorded, window = await read_window(settings, config)
     progress(
         f"replay {run_id}: {len(recorded)} recorded requests ({window['description']}; skipped {window['skipped']})"
@@ -246,14 +246,11 @@ async def run_replay(settings: Settings, config: ReplayConfig, *, progress: Prog
         "duration_s": round(seconds, 2),
     }
     summary.update(summarize_replay(pairs))
-    summary.update(started_at=started_at.isoformat(), machine=machine_info(), git_commit=git_commit())
+    summary.update(facts, load_average_end=load_average())
     out = new_run_dir(config.out_root, run_id)
     (out / "requests").mkdir()
     for i, pair in enumerate(pairs):
         dump_json(out / "requests" / f"{i:05d}-{safe_name(pair['original']['request_id'])}.json", pair)
-    dump_json(out / "summary.json", summary)
-    write_report(
-        out, "ragstream replay", [summary], machine=summary["machine"], commit=summary["git_commit"], when=started_at
-    )
+    write_run(out, "ragstream replay", summary)
     progress(f"results: {out}")
     return out

@@ -33,7 +33,7 @@ from infra.settings import REPO_ROOT, Settings
 from processors.embedder import TritonEmbedder, Vectors
 from processors.evaluation import metrics as m
 from processors.evaluation.golden import GoldenCase, load_golden
-from processors.evaluation.report import git_commit, machine_info, write_report
+from processors.evaluation.report import load_average, run_facts, write_run
 from processors.ingest.index import MilvusIndex, SearchMode, collection_name, literal
 from processors.reranker import TritonReranker
 from processors.triton_client import TritonClient
@@ -84,6 +84,7 @@ class Answer:
     ttft_ms: float | None = None
     total_ms: float | None = None
     server_timings_ms: dict[str, float] = field(default_factory=dict)
+    completion_tokens: int = 0
 
     @property
     def failed(self) -> bool:
@@ -129,6 +130,7 @@ class EvalAsker(KafkaAsker):
                     answer.model = event.model
                     answer.prompt_version = event.prompt_ref.version if event.prompt_ref else ""
                     answer.server_timings_ms = dict(event.timings_ms)
+                    answer.completion_tokens = event.usage.completion_tokens
                     if answer.ttft_ms is None:
                         answer.ttft_ms = elapsed
                 elif isinstance(event, AnswerError):
@@ -149,16 +151,16 @@ class EvalClients:
 
     def __init__(self, settings: Settings) -> None:
         import redis.asyncio as aioredis
-        from pymilvus import AsyncMilvusClient
 
         from processors.ingest.state import DocStates
+        from streams.agents._resources import milvus_client
 
         self.settings = settings
         self.triton = TritonClient(settings.triton_address, timeout_s=max(60.0, settings.request_timeout_s))
         self.embedder = TritonEmbedder(self.triton)
         self.reranker = TritonReranker(self.triton)
         self.redis = aioredis.Redis.from_url(settings.redis_address)
-        self.milvus = AsyncMilvusClient(uri=settings.milvus_address)
+        self.milvus = milvus_client(settings.milvus_address)  # without its keepalive, long evals lose RPCs
         states = DocStates(self.redis, prefix=settings.topic_prefix)
         self.index = MilvusIndex(
             self.milvus, settings.milvus_address, states, collection=collection_name(settings.topic_prefix)
@@ -432,6 +434,9 @@ async def score_cases(
                     "server_timings_ms": answer.server_timings_ms,
                 },
                 "latency_ms": {"ttft": _round(answer.ttft_ms, 2), "total": _round(answer.total_ms, 2)},
+                "decode_tokens_per_s": _round(
+                    m.decode_tokens_per_s(answer.completion_tokens, answer.server_timings_ms), 2
+                ),
                 "scores": {
                     "groundedness": _round(grounded),
                     "answer_relevance": _round(relevance),
@@ -607,6 +612,7 @@ def summarize(
     }
     ttft = [r["latency_ms"]["ttft"] for r in ok if r["latency_ms"]["ttft"] is not None]
     total = [r["latency_ms"]["total"] for r in ok if r["latency_ms"]["total"] is not None]
+    decode = [r["decode_tokens_per_s"] for r in ok if r.get("decode_tokens_per_s") is not None]
     tags: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         for tag in r["tags"] or ["untagged"]:
@@ -635,6 +641,7 @@ def summarize(
         "quality": quality,
         "refusals": refusals,
         "latency_ms": {"ttft": _latency(ttft), "total": _latency(total)},
+        "decode_tokens_per_s": _latency(decode),
         "by_tag": {
             tag: {"cases": len(rows), "pass_rate": share(rows, lambda r: r["passed"])} for tag, rows in tags.items()
         },
@@ -657,6 +664,13 @@ def dump_json(path: Path, data: Any) -> None:
     path.write_bytes(msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n")
 
 
+def write_cases(folder: Path, records: Sequence[dict[str, Any]]) -> None:
+    """One JSON file per scored case, named after the case id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        dump_json(folder / f"{safe_name(record['id'])}.json", record)
+
+
 def new_run_dir(root: Path, run_id: str) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     path = root / stamp
@@ -666,13 +680,15 @@ def new_run_dir(root: Path, run_id: str) -> Path:
     return path
 
 
-async def run_eval(settings: Settings, config: EvalConfig, *, progress: Progress = print_progress) -> Path:
-    """The whole ``ragstream eval``: returns the results folder (per-case JSON, summary JSON, PNGs, Markdown)."""
+async def evaluate(
+    settings: Settings, config: EvalConfig, *, progress: Progress = print_progress
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the golden set through the pipeline, score it, publish the scores: the summary (kind "eval", with the
+    "retrieval" comparison nested) and one record per case. Writes no files, so a combined report can embed it."""
     cases = select_cases(load_golden(config.golden), config.limit)
     if not cases:
         raise ValueError(f"{config.golden} has no cases")
     run_id = uuid.uuid4().hex[:12]
-    started_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     progress(f"eval {run_id}: {len(cases)} cases from {config.golden} on tenant {config.tenant}")
     answers = await run_pipeline(settings, config, cases, run_id, progress)
@@ -683,17 +699,18 @@ async def run_eval(settings: Settings, config: EvalConfig, *, progress: Progress
     finally:
         await clients.close()
     summary = summarize(config, settings, records, run_id, pipeline_s)
-    summary.update(started_at=started_at.isoformat(), machine=machine_info(), git_commit=git_commit())
-    out = new_run_dir(config.out_root, run_id)
-    (out / "cases").mkdir()
-    for record in records:
-        dump_json(out / "cases" / f"{safe_name(record['id'])}.json", record)
-    dump_json(out / "summary.json", summary)
-    sections = [summary] + ([summary["retrieval"]] if summary.get("retrieval") else [])
-    write_report(
-        out, "ragstream evaluation", sections, machine=summary["machine"], commit=summary["git_commit"], when=started_at
-    )
     await _publish_results(settings, run_id, records)
+    return summary, records
+
+
+async def run_eval(settings: Settings, config: EvalConfig, *, progress: Progress = print_progress) -> Path:
+    """The whole ``ragstream eval``: returns the results folder (per-case JSON, summary JSON, PNGs, Markdown)."""
+    facts = run_facts()
+    summary, records = await evaluate(settings, config, progress=progress)
+    summary.update(facts, load_average_end=load_average())
+    out = new_run_dir(config.out_root, summary["run_id"])
+    write_cases(out / "cases", records)
+    write_run(out, "ragstream evaluation", summary)
     progress(f"results: {out}")
     return out
 

@@ -8,9 +8,10 @@ PII: dead-letter payloads, reasons and log lines have structured PII masked firs
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -118,22 +119,33 @@ class Outbox:
         *,
         partition: int | None = None,
         headers: Mapping[str, bytes] | None = None,
-    ) -> None:
+        wait: bool = True,
+    ) -> Awaitable[Any]:
+        """Produces the event; with ``wait`` (the default) returns after the broker's acknowledgement: the input's
+        offset is committed once the handler returns, so an output still in the producer's buffer when the broker
+        goes away would otherwise be lost. Without it, the returned awaitable resolves on the ack."""
         all_headers = {**telemetry.headers_from_context(), **(headers or {})}
         all_headers["ragstream-kind"] = str(getattr(event, "kind", type(event).__name__)).encode()
         raw_key = key.encode() if isinstance(key, str) else key
-        delivery = await self.app.producer.send(
+        delivery: Awaitable[Any] = await self.app.producer.send(
             topic, raw_key, encode(event), partition, None, list(all_headers.items())
         )
-        # Wait for the broker's acknowledgement: the input's offset is committed once the handler returns, so an
-        # output still in the producer's buffer when the broker goes away would otherwise be lost.
-        await delivery
+        if wait:
+            await delivery
+        return delivery
 
     async def reply(self, reply_to: ReplyTo, request_id: str, event: msgspec.Struct) -> None:
         await self.send(reply_to.topic, request_id, event, partition=reply_to.partition)
 
     async def emit(self, topic_key: str, key: str | bytes | None, event: msgspec.Struct) -> None:
         await self.send(topic_name(topic_key, self.settings), key, event)
+
+    async def emit_many(self, topic_key: str, keyed: Iterable[tuple[str | bytes | None, msgspec.Struct]]) -> None:
+        """A fan-out (one document's chunks): all go into the producer's batches first, then every ack is awaited,
+        so N events cost one round trip to the broker instead of N."""
+        topic = topic_name(topic_key, self.settings)
+        deliveries = [await self.send(topic, key, event, wait=False) for key, event in keyed]
+        await asyncio.gather(*deliveries)
 
 
 @dataclass

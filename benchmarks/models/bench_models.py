@@ -16,8 +16,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import subprocess
 import tempfile
@@ -29,6 +27,7 @@ import numpy as np
 
 from infra.settings import REPO_ROOT, Settings
 from processors.embedder import TritonEmbedder
+from processors.evaluation.report import describe_machine, machine_info
 from processors.models import ChatMessage, render_chat
 from processors.triton_client import GenerationParams, StreamStats, TritonClient
 
@@ -40,25 +39,6 @@ QUESTIONS = [
     "Why do streaming systems partition their data?",
 ]
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "models"
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        # Shared machines: a high load average means the figures are contended.
-        "load_average_1m": os.getloadavg()[0],
-    }
 
 
 def summarize(stats: list[StreamStats], wall: float) -> dict[str, float]:
@@ -119,7 +99,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# CPU models: Triton vs in-process",
         "",
-        f"Date: {report['date']}. Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. "
+        f"Date: {report['date']}. Machine: {describe_machine(report['machine'])}; load average "
+        f"{report['machine']['load_average']}. "
         f"torch threads per model: {report['threads']}; {report['max_tokens']} new tokens per stream.",
         "",
         "| model | streams | TTFT mean s (Triton / in-proc) | tok/s per stream (Triton / in-proc) | ratio "
@@ -214,7 +195,7 @@ def main() -> None:
     now = dt.datetime.now(dt.UTC)
     report = {
         "date": now.isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine_info(),  # the load average says how contended a shared machine was
         "threads": args.threads,
         "max_tokens": args.max_tokens,
         "chat_models": models,

@@ -1,16 +1,14 @@
-"""Shared parts of the pipeline benchmarks: a private stack, the corpus, questions, statistics, process memory and
-the result files (JSON + Markdown + optional PNG under benchmarks/results/pipeline)."""
+"""Shared parts of the pipeline benchmarks and ``benchmarks/run_all.py``: a private stack, the corpus, questions,
+statistics, process memory and the results folder (summary.json, summary.md and PNGs, written by
+``processors.evaluation.report.write_run``)."""
 
 from __future__ import annotations
 
 import asyncio
 import html
-import json
 import os
-import platform
 import re
 import resource
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -31,47 +29,18 @@ BENCH_MODELS = "embedder,reranker,llm_echo"
 SERVICES = ("worker", "bridge", "kafka", "triton", "redis", "milvus")
 
 
-# --- machine -----------------------------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kib = int(line.split()[1])
-    return {
-        "cpu": cpu,
-        "nproc": os.cpu_count(),
-        "memory_gib": round(mem_kib / 1024 / 1024, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
+# --- options -----------------------------------------------------------------------------------------------------
+def floats(text: str) -> list[float]:
+    """An argparse type: "1,10,50" -> [1.0, 10.0, 50.0] ("" -> [])."""
+    return [float(x) for x in text.split(",") if x]
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def header(started_load: Sequence[float]) -> dict[str, Any]:
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "machine": machine(),
-        "load_average_start": [round(x, 2) for x in started_load],
-        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-    }
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
 
 
 def raise_nofile(wanted: int) -> int:
+    """1000 WebSocket clients need more descriptors than the usual 1024; the bridge spawned later inherits it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = min(max(soft, wanted), hard)
     if target > soft:
@@ -125,17 +94,24 @@ def bench_stack(reuse_env: bool, services: Sequence[str], **overrides: object) -
 
 # --- corpus and questions ----------------------------------------------------------------------------------------
 async def ingest_corpus(settings: Settings, tenant: str, corpus: Sequence[Path] = CORPUS_DIRS) -> dict[str, Any]:
+    """Ingest through Kafka and wait for the index acks. A folder's pages get its name as doc id prefix
+    ("faq/design.html", as in the golden set), so two folders' index.html do not replace each other."""
     from streams.ingest_client import format_report, ingest
 
-    dirs = [d for d in corpus if d.exists()]
-    if not dirs:
+    paths = [d for d in corpus if d.exists()]
+    if not paths:
         raise SystemExit(f"{PYDOCS} is missing: apt-get install -y python3.11-doc")
-    report = await ingest(settings, dirs, tenant, timeout_s=600.0, progress=False)
-    print(format_report(report), flush=True)
-    if not report.ok:
-        raise RuntimeError("ingestion failed")
-    names = ", ".join(str(d) for d in dirs)
-    return {"dirs": names, "files": report.files, "chunks": report.chunks, "seconds": round(report.seconds, 1)}
+    files = chunks = 0
+    seconds = 0.0
+    for path in paths:
+        prefix = f"{path.name}/" if path.is_dir() else ""
+        report = await ingest(settings, [path], tenant, prefix=prefix, timeout_s=600.0, progress=False)
+        print(f"{path}: {format_report(report)}", flush=True)
+        if not report.ok:
+            raise RuntimeError(f"ingestion of {path} failed")
+        files, chunks, seconds = files + report.files, chunks + report.chunks, seconds + report.seconds
+    names = ", ".join(str(p) for p in paths)
+    return {"dirs": names, "files": files, "chunks": chunks, "seconds": round(seconds, 1)}
 
 
 _HEADING = re.compile(r"<h[23][^>]*>(.*?)</h[23]>", re.S)
@@ -280,35 +256,48 @@ class MemorySampler:
 
 
 # --- results -----------------------------------------------------------------------------------------------------
-def write_results(name: str, result: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Measured:
+    """What a part was measured with, for its summary: its config (with ``max_tokens``), the stack, the corpus,
+    the services' memory at the end and the part's wall time."""
+
+    config: Any
+    settings: Settings
+    corpus: dict[str, Any]
+    memory: dict[str, Any]
+    wall_s: float
+
+    def summary(self, kind: str, title: str, **figures: Any) -> dict[str, Any]:
+        """A summary of ``kind`` for the report: what every pipeline benchmark states, then its own figures."""
+        return {
+            "kind": kind,
+            "title": title,
+            "corpus": self.corpus,
+            "max_tokens": self.config.max_tokens,
+            "topic_partitions": self.settings.topic_partitions,
+            "retrieve_k": self.settings.retrieve_k,
+            "rerank_k": self.settings.rerank_k,
+            **figures,
+            "memory": self.memory,
+            "wall_s": round(self.wall_s, 1),
+            "config": vars(self.config),
+        }
+
+
+def stamped_dir(root: Path, name: str = "") -> Path:
+    """A new results folder named by the UTC time (``name-`` first when given)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    json_path = RESULTS / f"{name}-{stamp}.json"
-    md_path = RESULTS / f"{name}-{stamp}.md"
-    json_path.write_text(json.dumps(result, indent=2, default=str))
-    md_path.write_text(markdown)
-    return json_path, md_path
+    path = root / (f"{name}-{stamp}" if name else stamp)
+    path.mkdir(parents=True, exist_ok=False)
+    return path
 
 
-def plot_path(json_path: Path) -> Path:
-    return json_path.with_suffix(".png")
+def publish(out_dir: Path, title: str, summary: dict[str, Any]) -> Path:
+    """summary.json, summary.md and the figures in ``out_dir`` (see ``report.write_run``); prints the Markdown."""
+    from processors.evaluation.report import load_average, write_run
 
-
-def have_matplotlib() -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-    except ImportError:
-        print("matplotlib is not installed in this venv: no plot", flush=True)
-        return False
-    return True
-
-
-def machine_line(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    return (
-        f"Machine: {m['cpu']}, {m['nproc']} cores, {m['memory_gib']} GiB; {m['platform']}. "
-        f"Date {result['date']}, commit {result['commit']}. Load average (1/5/15 min) at start "
-        f"{result['load_average_start']}, at end {result['load_average_end']} (shared, noisy machine)."
-    )
+    summary.setdefault("load_average_end", load_average())
+    md_path = write_run(out_dir, title, summary)
+    print("\n" + md_path.read_text(), flush=True)
+    print(f"results: {out_dir}", flush=True)
+    return md_path

@@ -14,6 +14,9 @@ last quarter is at most twice that of the first quarter (no growing backlog).
 
     python benchmarks/pipeline/bench_latency.py                 # private stack on free ports, ~10 min here
     python benchmarks/pipeline/bench_latency.py --reuse-env     # the stack + worker named by RAGSTREAM_*
+
+``benchmarks/run_all.py`` calls :func:`measure` and :func:`build_summary` on its shared stack; the Markdown and the
+figure come from the "latency" renderer in ``processors/evaluation/bench_report.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import random
 import sys
 import time
@@ -34,26 +36,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     PYDOCS,
+    RESULTS,
+    Measured,
     bench_stack,
     dist,
     faq_questions,
-    have_matplotlib,
-    header,
+    floats,
     ingest_corpus,
-    machine_line,
     percentile,
-    plot_path,
+    publish,
     service_memory,
+    stamped_dir,
     wait_worker,
-    write_results,
 )
 
 from infra.settings import Settings
-from schemas.events import AnswerDone, AnswerError, QueryOptions, QueryRequest, ReplyTo, TokenDelta
+from processors.evaluation.bench_report import PREPARE_STAGES, STAGES, goals_summary
+from processors.evaluation.metrics import decode_tokens_per_s
+from processors.evaluation.report import run_facts
+from schemas.events import AnswerDone, AnswerError, AnswerEvent, QueryOptions, QueryRequest, ReplyTo, TokenDelta
 
-PREPARE_STAGES = ("input_guard", "embed", "cache_lookup", "retrieve", "rerank", "prompt")
-STAGES = (*PREPARE_STAGES, "ttft_model", "generate")
-GOAL_OVERHEAD_P99_MS = 25.0
+# What the stack needs for this benchmark: a long request timeout, so overload shows as latency, not errors.
+STACK_OVERRIDES: dict[str, object] = {"request_timeout_s": 300.0}
+
+
+@dataclass
+class LatencyConfig:
+    """What to measure; the defaults are the issue's rates with a bounded number of requests each."""
+
+    rates: list[float] = field(default_factory=lambda: [1.0, 10.0, 50.0])
+    probe_rates: list[float] = field(default_factory=list)  # Kafka-only extra rates, to find the sustained one
+    duration_s: float = 12.0
+    max_requests: int = 40
+    drain_s: float = 120.0
+    max_tokens: int = 16
+    baseline: bool = True
+    no_docs: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LatencyConfig:
+        """From this script's options or run_all's (the same names; what run_all does not offer keeps its default)."""
+        return cls(
+            rates=args.rates,
+            probe_rates=getattr(args, "probe_rates", []),
+            duration_s=args.duration,
+            max_requests=args.max_requests,
+            drain_s=args.drain,
+            max_tokens=args.max_tokens,
+            baseline=not getattr(args, "skip_baseline", False),
+            no_docs=getattr(args, "no_docs", False),
+        )
 
 
 @dataclass
@@ -64,9 +96,24 @@ class Sample:
     ttft_ms: float | None = None
     total_ms: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    completion_tokens: int = 0
     finish: str = ""
     error: str = ""
     done_at_s: float = 0.0
+
+    def record(self, event: AnswerEvent, sent: float, start: float) -> None:
+        """One answer event, seen now; ``sent`` and ``start`` are perf_counter times of the request and the run."""
+        now = time.perf_counter()
+        if isinstance(event, TokenDelta) and self.ttft_ms is None:
+            self.ttft_ms = (now - sent) * 1000
+        elif isinstance(event, AnswerDone):
+            self.total_ms = (now - sent) * 1000
+            self.timings = dict(event.timings_ms)
+            self.completion_tokens = event.usage.completion_tokens
+            self.finish = event.finish_reason
+            self.done_at_s = now - start
+        elif isinstance(event, AnswerError):
+            self.error = f"{event.code}: {event.message[:100]}"
 
     @property
     def compute_ms(self) -> float:
@@ -82,6 +129,10 @@ class Sample:
             return None
         before_first = sum(self.timings.get(k, 0.0) for k in PREPARE_STAGES) + self.timings.get("ttft_model", 0.0)
         return self.ttft_ms - before_first
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return decode_tokens_per_s(self.completion_tokens, self.timings)
 
 
 def arrivals(rate: float, count: int, seed: int) -> list[float]:
@@ -116,16 +167,7 @@ async def run_kafka(
                     questions[sample.index], tenant=tenant, options=options(max_tokens), request_id=uuid.uuid4().hex
                 )
                 async for event in asker.events(request_id, timeout_s=drain_s):
-                    now = time.perf_counter()
-                    if isinstance(event, TokenDelta) and sample.ttft_ms is None:
-                        sample.ttft_ms = (now - sent) * 1000
-                    elif isinstance(event, AnswerDone):
-                        sample.total_ms = (now - sent) * 1000
-                        sample.timings = dict(event.timings_ms)
-                        sample.finish = event.finish_reason
-                        sample.done_at_s = now - start
-                    elif isinstance(event, AnswerError):
-                        sample.error = f"{event.code}: {event.message[:100]}"
+                    sample.record(event, sent, start)
             except TimeoutError:
                 sample.error = f"no answer event within {drain_s:.0f}s"
 
@@ -134,7 +176,7 @@ async def run_kafka(
 
 
 async def run_inprocess(
-    processor: Any, settings: Settings, questions: list[str], schedule: list[float], max_tokens: int, tenant: str
+    processor: Any, questions: list[str], schedule: list[float], max_tokens: int, tenant: str
 ) -> list[Sample]:
     samples = [Sample(i, s) for i, s in enumerate(schedule)]
     start = time.perf_counter()
@@ -152,24 +194,11 @@ async def run_inprocess(
         )
         try:
             prepared = await processor.prepare(request)
-            events = prepared.final
+            for event in prepared.final:
+                sample.record(event, sent, start)
             if prepared.prompted is not None:
-                events = []
                 async for event in processor.answer(prepared.prompted):
-                    if isinstance(event, TokenDelta) and sample.ttft_ms is None:
-                        sample.ttft_ms = (time.perf_counter() - sent) * 1000
-                    events.append(event)
-            for event in events:
-                now = time.perf_counter()
-                if isinstance(event, TokenDelta) and sample.ttft_ms is None:
-                    sample.ttft_ms = (now - sent) * 1000
-                elif isinstance(event, AnswerDone):
-                    sample.total_ms = (now - sent) * 1000
-                    sample.timings = dict(event.timings_ms)
-                    sample.finish = event.finish_reason
-                    sample.done_at_s = now - start
-                elif isinstance(event, AnswerError):
-                    sample.error = f"{event.code}: {event.message[:100]}"
+                    sample.record(event, sent, start)
         except Exception as exc:  # a failed request is a result, not the end of the benchmark
             sample.error = f"{type(exc).__name__}: {exc}"[:200]
 
@@ -178,6 +207,7 @@ async def run_inprocess(
 
 
 def summarize(samples: list[Sample], rate: float) -> dict[str, Any]:
+    """One rate on one path: distributions of every measure, and whether the rate was sustained."""
     ok = [s for s in samples if s.total_ms is not None and not s.error]
     quarter = max(1, len(ok) // 4)
     by_send = sorted(ok, key=lambda s: s.scheduled_s)
@@ -207,6 +237,7 @@ def summarize(samples: list[Sample], rate: float) -> dict[str, Any]:
         "stage_compute_ms": dist([s.compute_ms for s in ok]),
         "overhead_ms": dist([s.overhead_ms or 0.0 for s in ok]),
         "ttft_overhead_ms": dist([s.ttft_overhead_ms for s in ok if s.ttft_overhead_ms is not None]),
+        "tokens_per_s": dist([t for s in ok if (t := s.tokens_per_s) is not None]),
         "stages_ms": stages,
     }
 
@@ -228,159 +259,83 @@ def fmt(d: dict[str, float]) -> str:
     return f"{d['p50']:.1f} / {d['p95']:.1f} / {d['p99']:.1f}"
 
 
-def markdown(result: dict[str, Any]) -> str:
-    note = "; " + result["corpus"]["note"] if "note" in result["corpus"] else ""
-    lines = [
-        "# Query latency: Kafka pipeline vs in-process baseline",
-        "",
-        machine_line(result),
-        "",
-        f"Corpus: {result['corpus']['files']} pages of {result['corpus']['dirs']} ({result['corpus']['chunks']} "
-        f"chunks){note}. Model: llm_echo, {result['max_tokens']} tokens (5 ms each). Open-loop Poisson arrivals; "
-        f"{result['questions']} distinct FAQ questions. Worker: one `ragstream worker` (prepare concurrency 8, "
-        f"generate 32), {result['topic_partitions']} partitions. All figures ms, p50 / p95 / p99.",
-        "",
-        "| rate q/s | path | n | errors | completion q/s | sustained | TTFT | total | stage compute | overhead "
-        "(total - compute) | TTFT overhead |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for run in result["runs"]:
-        for path in ("kafka", "inprocess"):
-            r = run.get(path)
-            if r is None:
-                continue
-            lines.append(
-                f"| {r['offered_rate']:g} | {path} | {r['requests']} | {r['errors']} | {r['completion_rate']} | "
-                f"{'yes' if r['sustained'] else 'no'} (x{r['backlog_growth']}) | {fmt(r['ttft_ms'])} | "
-                f"{fmt(r['total_ms'])} | {fmt(r['stage_compute_ms'])} | {fmt(r['overhead_ms'])} | "
-                f"{fmt(r['ttft_overhead_ms'])} |"
-            )
-    lines += ["", "Per-stage p50 / p99 (ms) as the stage measured itself:", ""]
-    lines.append("| rate q/s | path | " + " | ".join(STAGES) + " |")
-    lines.append("|---|---|" + "---|" * len(STAGES))
-    for run in result["runs"]:
-        for path in ("kafka", "inprocess"):
-            r = run.get(path)
-            if r is None:
-                continue
-            cells = [f"{r['stages_ms'][k]['p50']:.1f} / {r['stages_ms'][k]['p99']:.1f}" for k in STAGES]
-            lines.append(f"| {r['offered_rate']:g} | {path} | " + " | ".join(cells) + " |")
-    lines += ["", "Bus cost (Kafka / in-process):", ""]
-    lines.append("| rate q/s | total p50 | total p99 | TTFT p50 | TTFT p99 |")
-    lines.append("|---|---|---|---|---|")
-    for run in result["runs"]:
-        if "ratio" in run:
-            c = run["ratio"]
-            lines.append(
-                f"| {run['rate']:g} | {c['total_p50']}x | {c['total_p99']}x | {c['ttft_p50']}x | {c['ttft_p99']}x |"
-            )
-    lines += ["", result["verdict"], "", f"Max sustained rate (Kafka path, rates tried): {result['max_sustained']}"]
-    lines += ["", "Peak RSS per service (MiB, process group, at the end of the run):", ""]
-    for name, row in result["memory"].items():
-        lines.append(f"- {name}: {row['peak_rss_mib']} (now {row['rss_mib']})")
-    return "\n".join(lines) + "\n"
+def rate_run(rate: float, kafka: dict[str, Any], local: dict[str, Any] | None) -> dict[str, Any]:
+    """One rate's entry in the summary: both paths and the bus cost as Kafka over in-process."""
+    run: dict[str, Any] = {"rate": rate, "kafka": kafka}
+    if local is not None:
+        run["inprocess"] = local
+        run["ratio"] = compare(kafka, local)
+    return run
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    if not have_matplotlib():
-        return
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in result["runs"] if "kafka" in r]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    labels, bottoms_done = [], 0
-    for i, run in enumerate(runs):
-        for j, path_name in enumerate(("kafka", "inprocess")):
-            r = run.get(path_name)
-            if r is None:
-                continue
-            x = i * 3 + j
-            labels.append((x, f"{run['rate']:g}/s\n{path_name}"))
-            bottom = 0.0
-            for k, stage in enumerate((*PREPARE_STAGES, "generate")):
-                value = r["stages_ms"][stage]["p50"]
-                value = 0.0 if math.isnan(value) else value
-                left.bar(x, value, bottom=bottom, color=f"C{k}", label=stage if bottoms_done == 0 else None)
-                bottom += value
-            left.bar(x, max(r["overhead_ms"]["p50"], 0.0), bottom=bottom, color="black", alpha=0.6,
-                     label="overhead" if bottoms_done == 0 else None)  # fmt: skip
-            bottoms_done += 1
-    left.set_xticks([x for x, _ in labels], [t for _, t in labels], fontsize=8)
-    left.set_ylabel("ms (p50 of each part)")
-    left.set_title("Where the time goes (p50)")
-    left.legend(fontsize=7)
-    rates = [r["rate"] for r in runs]
-    for key, style in (("p50", "o-"), ("p99", "s--")):
-        kafka_values = [max(r["kafka"]["overhead_ms"][key], 0.1) for r in runs]
-        right.plot(rates, kafka_values, style, label=f"Kafka overhead {key}")
-        right.plot(
-            rates, [max(r["inprocess"]["overhead_ms"][key], 0.1) for r in runs if "inprocess" in r], style,
-            label=f"in-process overhead {key}", alpha=0.6,
-        )  # fmt: skip
-    right.axhline(GOAL_OVERHEAD_P99_MS, color="red", linestyle=":", label="goal p99 <= 25 ms")
-    right.set_xscale("log")
-    right.set_yscale("log")
-    right.set_xlabel("offered queries/s")
-    right.set_ylabel("ms")
-    right.set_title("Overhead (total - stage compute)")
-    right.legend(fontsize=7)
-    fig.suptitle(f"ragstream latency, {result['machine']['nproc']} cores, {result['date']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"plot: {path}")
-
-
-async def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+async def measure(settings: Settings, config: LatencyConfig, tenant: str) -> list[dict[str, Any]]:
+    """Every rate through Kafka, then (for ``config.rates``) the same arrivals in-process. The corpus must be
+    ingested for ``tenant`` and the worker up (:func:`wait_worker`)."""
     from streams.agents._resources import Resources
 
-    tenant = f"bench{uuid.uuid4().hex[:6]}"
-    if args.no_docs:
+    pool = faq_questions()
+    resources = Resources(settings)
+    processor = await resources.query() if config.baseline else None
+    runs: list[dict[str, Any]] = []
+    try:
+        plan = [(rate, True) for rate in config.rates] + [(rate, False) for rate in config.probe_rates]
+        for n, (rate, with_baseline) in enumerate(plan):
+            count = max(1, min(config.max_requests, round(rate * config.duration_s)))
+            schedule = arrivals(rate, count, seed=n)
+            questions = [pool[(i * 7 + n) % len(pool)] for i in range(count)]
+            print(f"\n== {rate:g} q/s: {count} requests over ~{schedule[-1]:.1f}s (Kafka) ...", flush=True)
+            samples = await run_kafka(settings, questions, schedule, config.max_tokens, tenant, config.drain_s)
+            kafka = summarize(samples, rate)
+            print(f"   kafka      TTFT {fmt(kafka['ttft_ms'])}  total {fmt(kafka['total_ms'])}  "
+                  f"overhead {fmt(kafka['overhead_ms'])}  errors {kafka['errors']}  sustained {kafka['sustained']}",
+                  flush=True)  # fmt: skip
+            local = None
+            if processor is not None and with_baseline:
+                await asyncio.sleep(2.0)
+                local = summarize(await run_inprocess(processor, questions, schedule, config.max_tokens, tenant), rate)
+                print(f"   in-process TTFT {fmt(local['ttft_ms'])}  total {fmt(local['total_ms'])}  "
+                      f"overhead {fmt(local['overhead_ms'])}  errors {local['errors']}  sustained {local['sustained']}",
+                      flush=True)  # fmt: skip
+            runs.append(rate_run(rate, kafka, local))
+            if local is not None:
+                print(f"   bus cost   {runs[-1]['ratio']}", flush=True)
+            await asyncio.sleep(2.0)
+    finally:
+        await resources.close()
+    return runs
+
+
+def build_summary(runs: list[dict[str, Any]], measured: Measured) -> dict[str, Any]:
+    """The "latency" summary the report renders: the runs plus what they were measured with."""
+    sustained = [r["rate"] for r in runs if r["kafka"]["sustained"]]
+    return measured.summary(
+        "latency",
+        "Query latency: Kafka pipeline vs in-process baseline",
+        questions=len(faq_questions()),
+        model="llm_echo",
+        runs=runs,
+        max_sustained=f"{max(sustained):g} q/s" if sustained else "none of the rates tried",
+    )
+
+
+async def ingest_and_measure(
+    settings: Settings, config: LatencyConfig, tenant: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    if config.no_docs:
         # One small page under another tenant, so the collection exists; the questions go to a tenant without
         # documents: retrieval finds nothing and the answer is the refusal (no rerank, no model call).
         corpus = await ingest_corpus(settings, f"{tenant}x", [PYDOCS / "faq" / "installed.html"])
         corpus["note"] = "questions asked as a tenant without documents"
     else:
-        corpus = await ingest_corpus(settings, tenant)  # also proves the worker is up: it waits for the index acks
+        corpus = await ingest_corpus(settings, tenant)
     await wait_worker(settings)
-    pool = faq_questions()
-    resources = Resources(settings)
-    processor = None if args.skip_baseline else await resources.query()
-    runs: list[dict[str, Any]] = []
-    try:
-        plan = [(rate, True) for rate in args.rates] + [(rate, False) for rate in args.probe_rates]
-        for n, (rate, with_baseline) in enumerate(plan):
-            count = max(1, min(args.max_requests, round(rate * args.duration)))
-            schedule = arrivals(rate, count, seed=n)
-            questions = [pool[(i * 7 + n) % len(pool)] for i in range(count)]
-            print(f"\n== {rate:g} q/s: {count} requests over ~{schedule[-1]:.1f}s (Kafka) ...", flush=True)
-            kafka = summarize(await run_kafka(settings, questions, schedule, args.max_tokens, tenant, args.drain), rate)
-            run: dict[str, Any] = {"rate": rate, "kafka": kafka}
-            print(f"   kafka      TTFT {fmt(kafka['ttft_ms'])}  total {fmt(kafka['total_ms'])}  "
-                  f"overhead {fmt(kafka['overhead_ms'])}  errors {kafka['errors']}  sustained {kafka['sustained']}",
-                  flush=True)  # fmt: skip
-            if processor is not None and with_baseline:
-                await asyncio.sleep(2.0)
-                local = summarize(
-                    await run_inprocess(processor, settings, questions, schedule, args.max_tokens, tenant), rate
-                )
-                run["inprocess"] = local
-                run["ratio"] = compare(kafka, local)
-                print(f"   in-process TTFT {fmt(local['ttft_ms'])}  total {fmt(local['total_ms'])}  "
-                      f"overhead {fmt(local['overhead_ms'])}  errors {local['errors']}  sustained {local['sustained']}",
-                      flush=True)  # fmt: skip
-                print(f"   bus cost   {run['ratio']}", flush=True)
-            runs.append(run)
-            await asyncio.sleep(2.0)
-    finally:
-        await resources.close()
-    return {"corpus": corpus, "questions": len(pool), "runs": runs}
+    return corpus, await measure(settings, config, tenant)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 10.0, 50.0])
-    parser.add_argument("--probe-rates", type=lambda s: [float(x) for x in s.split(",") if x], default=[],
+    parser.add_argument("--rates", type=floats, default=[1.0, 10.0, 50.0])
+    parser.add_argument("--probe-rates", type=floats, default=[],
                         help="extra Kafka-only rates, to find the highest sustained one")  # fmt: skip
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of arrivals per rate (at most)")
     parser.add_argument("--max-requests", type=int, default=40, help="requests per rate (at most)")
@@ -391,43 +346,17 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help=no_docs_help)
     parser.add_argument("--reuse-env", action="store_true", help="use the running stack + worker from RAGSTREAM_*")
     args = parser.parse_args()
-    load_start = os.getloadavg()
+    config = LatencyConfig.from_args(args)
+    facts = run_facts()
     started = time.monotonic()
-    with bench_stack(args.reuse_env, ["worker"], request_timeout_s=300.0) as settings:
-        measured = asyncio.run(measure(args, settings))
-        memory = service_memory(settings)
-    result: dict[str, Any] = header(load_start)
-    result.update(measured)
-    result.update(
-        {
-            "max_tokens": args.max_tokens,
-            "topic_partitions": settings.topic_partitions,
-            "memory": memory,
-            "wall_s": round(time.monotonic() - started, 1),
-            "args": {k: v for k, v in vars(args).items()},
-        }
-    )
-    sustained = [r["rate"] for r in result["runs"] if r["kafka"]["sustained"]]
-    result["max_sustained"] = f"{max(sustained):g} q/s" if sustained else "none of the rates tried"
-    at50 = next((r for r in result["runs"] if r["rate"] == 50.0), None)
-    if at50 is not None:
-        p99 = at50["kafka"]["overhead_ms"]["p99"]
-        met = p99 <= GOAL_OVERHEAD_P99_MS
-        result["goal_met"] = met
-        result["verdict"] = (
-            f"Goal overhead p99 <= {GOAL_OVERHEAD_P99_MS:g} ms at 50 q/s: {'MET' if met else 'NOT MET'} "
-            f"(measured {p99:.1f} ms; 50 q/s {'was' if at50['kafka']['sustained'] else 'was NOT'} sustained)."
-        )
-    else:
-        result["verdict"] = "50 q/s was not run: the overhead goal was not evaluated."
-    for run in result["runs"]:
-        for key in ("kafka", "inprocess"):
-            if key in run:
-                run[key] = dict(run[key])
-    json_path, md_path = write_results("latency-nodocs" if args.no_docs else "latency", result, markdown(result))
-    plot(result, plot_path(json_path))
-    print("\n" + markdown(result))
-    print(f"results: {json_path}\n         {md_path}")
+    tenant = f"bench{uuid.uuid4().hex[:6]}"
+    with bench_stack(args.reuse_env, ["worker"], **STACK_OVERRIDES) as settings:
+        corpus, runs = asyncio.run(ingest_and_measure(settings, config, tenant))
+        measured = Measured(config, settings, corpus, service_memory(settings), time.monotonic() - started)
+    summary = {**facts, **build_summary(runs, measured)}
+    summary["goals"] = goals_summary(latency=summary)
+    name = "latency-nodocs" if config.no_docs else "latency"
+    publish(stamped_dir(RESULTS, name), "ragstream latency benchmark", summary)
 
 
 if __name__ == "__main__":

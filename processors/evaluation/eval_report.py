@@ -80,10 +80,14 @@ def eval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
         section.lines += ["### Refusals", "", *table(["outcome", "cases"], list(refusals.items())), ""]
     latency: Mapping[str, Any] = summary.get("latency_ms", {})
     if latency:
+        rows = _percentile_rows(latency)
+        decode: Mapping[str, Any] = summary.get("decode_tokens_per_s") or {}
+        if decode.get("n"):
+            rows += _percentile_rows({"decode tokens/s per stream": decode})
         section.lines += [
-            "### Latency (client-observed through Kafka, ms)",
+            "### Latency (client-observed through Kafka, ms; decode speed as the worker timed it)",
             "",
-            *table(["measure", "n", "p50", "p95", "p99", "mean"], _percentile_rows(latency)),
+            *table(["measure", "n", "p50", "p95", "p99", "mean"], rows),
             "",
         ]
     by_tag: Mapping[str, Any] = summary.get("by_tag", {})

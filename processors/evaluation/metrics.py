@@ -255,6 +255,16 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
+def decode_tokens_per_s(completion_tokens: int, timings_ms: Mapping[str, float]) -> float | None:
+    """A stream's decode speed as the worker measured it (``AnswerDone.timings_ms``): the tokens after the first
+    over the time from the first token (``ttft_model``) to the end of generation (``generate``). None when no
+    model ran (a refusal, a cached answer) or too little was generated to time."""
+    first, end = timings_ms.get("ttft_model"), timings_ms.get("generate")
+    if first is None or end is None or completion_tokens < 2 or end <= first:
+        return None
+    return (completion_tokens - 1) / ((end - first) / 1000.0)
+
+
 def threshold_accuracy(positive: Sequence[float], negative: Sequence[float], threshold: float) -> float | None:
     """Share decided right by "answer iff score >= threshold": positives should pass, negatives should not."""
     total = len(positive) + len(negative)

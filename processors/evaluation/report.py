@@ -1,15 +1,20 @@
 """Reports people can read: machine facts, Markdown, and matplotlib figures, from summary JSON.
 
-Every benchmark or evaluation writes a summary JSON with a ``kind`` ("eval", "replay", and later "latency",
-"concurrency", ...). :func:`render_section` turns one summary into a Markdown section (and its PNG figures) with the
-renderer registered for its kind; a kind with no renderer still appears, as a table of every number in it, so a new
-benchmark's JSON is in the report before anyone writes a renderer for it. :func:`write_report` puts the machine,
-date and commit on top of the sections, which is what ``ragstream eval`` and ``ragstream eval report`` write.
+Every benchmark or evaluation writes a summary JSON with a ``kind`` ("eval", "retrieval", "replay", "latency",
+"concurrency", "goals", "benchmarks"). :func:`render_section` turns one summary into a Markdown section (and its PNG
+figures) with the renderer registered for its kind; a kind with no renderer still appears, as a table of every number
+in it, so a new benchmark's JSON is in the report before anyone writes a renderer for it. :func:`write_report` puts
+the machine, date, commit and load average on top of the sections; :func:`write_run` writes a run's
+``summary.json`` and ``summary.md`` together, which is what ``ragstream eval``, the pipeline benchmarks and
+``benchmarks/run_all.py`` do, and ``ragstream eval report`` re-renders any of them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+import math
 import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
@@ -37,8 +42,7 @@ def register_renderer(kind: str, renderer: Renderer) -> None:
 
 
 def renderer_for(kind: str) -> Renderer:
-    if not _RENDERERS:
-        _register_builtin()
+    _register_builtin()
     return _RENDERERS.get(kind, generic_section)
 
 
@@ -54,7 +58,8 @@ def render_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
 
 
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: usable CPUs (``nproc``), memory, CPU model, OS and Python."""
+    """What the numbers were measured on: usable CPUs (``nproc``), memory, CPU model, OS, Python, and the load
+    average now (1/5/15 min), because on a shared machine the load says how contended the figures are."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
     model = ""
     try:
@@ -78,7 +83,27 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": model or platform.processor() or "unknown",
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "load_average": load_average(),
     }
+
+
+def describe_machine(info: Mapping[str, Any]) -> str:
+    """:func:`machine_info` as one line of prose, for every report that names its machine."""
+    return (
+        f"{info.get('nproc')} CPUs (`nproc`), {fmt(info.get('memory_gib'), 1)} GiB memory, "
+        f"{info.get('cpu_model')}; {info.get('os')}, Python {info.get('python')}"
+    )
+
+
+def load_average() -> list[float]:
+    """1/5/15-minute load average: how busy a shared machine was while the figures were taken."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_facts(started_at: dt.datetime | None = None) -> dict[str, Any]:
+    """Taken when a run starts: its date, the commit and the machine (with the load average at the start)."""
+    when = started_at or dt.datetime.now(dt.UTC)
+    return {"started_at": when.isoformat(timespec="seconds"), "git_commit": git_commit(), "machine": machine_info()}
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
@@ -168,8 +193,12 @@ def write_report(
     machine: Mapping[str, Any] | None = None,
     commit: str | None = None,
     when: dt.datetime | None = None,
+    load_average_end: Sequence[float] | None = None,
 ) -> Path:
-    """Write ``summary.md`` in ``out_dir``: machine, date and commit, then one section per summary."""
+    """Write ``summary.md`` in ``out_dir``: machine, date, commit and load average, then one section per summary.
+
+    ``machine`` is :func:`machine_info` taken when the run started (its load average is the one at the start);
+    without it the machine facts are taken now."""
     out_dir.mkdir(parents=True, exist_ok=True)
     info = dict(machine or machine_info())
     stamp = (when or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -178,10 +207,15 @@ def write_report(
         "",
         f"- Date: {stamp}",
         f"- Commit: `{commit or git_commit()}`",
-        f"- Machine: {info.get('nproc')} CPUs (`nproc`), {fmt(info.get('memory_gib'), 1)} GiB memory, "
-        f"{info.get('cpu_model')}; {info.get('os')}, Python {info.get('python')}",
-        "",
+        f"- Machine: {describe_machine(info)}",
     ]
+    start = info.get("load_average")
+    if start is not None or load_average_end is not None:
+        when_start = "at the start" if machine is not None else "now"
+        parts = [f"{_triple(start)} {when_start}"] if start is not None else []
+        parts += [f"{_triple(load_average_end)} at the end"] if load_average_end is not None else []
+        lines.append(f"- Load average (1/5/15 min): {'; '.join(parts)}")
+    lines.append("")
     kinds = [str(summary.get("kind", "")) for summary in summaries]
     for i, summary in enumerate(summaries):
         # two summaries of one kind (two eval runs compared) would overwrite each other's figures
@@ -197,10 +231,48 @@ def write_report(
     return path
 
 
+def _triple(values: Sequence[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """JSON people can diff: indented, NaN and infinities written as null (a percentile of nothing, the top score
+    of an empty ranking), any other non-JSON value as text."""
+    path.write_text(json.dumps(_nan_to_none(data), indent=2, default=str, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _nan_to_none(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, Mapping):
+        return {key: _nan_to_none(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_nan_to_none(value) for value in data]
+    return data
+
+
+def write_run(out_dir: Path, title: str, summary: Mapping[str, Any]) -> Path:
+    """``summary.json`` and ``summary.md`` (one section per summary nested in it) for a run whose summary carries
+    :func:`run_facts` and, when it finished, ``load_average_end``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "summary.json", summary)
+    started = summary.get("started_at")
+    return write_report(
+        out_dir,
+        title,
+        nested_summaries(summary),
+        machine=summary.get("machine"),
+        commit=summary.get("git_commit"),
+        when=dt.datetime.fromisoformat(started) if isinstance(started, str) else None,
+        load_average_end=summary.get("load_average_end"),
+    )
+
+
 # --- figures ---------------------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend: figures are files, benchmark machines have no display."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,11 +281,19 @@ def _pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out, write as PNG, and free the figure (pyplot keeps every open figure alive)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def bar_chart(
     path: Path, groups: Sequence[str], series: Mapping[str, Sequence[float | None]], *, title: str, ylabel: str
 ) -> Path:
     """Grouped bars: one group per entry of ``groups``, one bar per series (None plots as 0, labelled n/a)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.45 * len(groups) * max(1, len(series)) + 2)), 4.2))
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
@@ -235,17 +315,14 @@ def bar_chart(
     ax.set_ylim(0, max(1.0, top) * 1.12)
     if len(series) > 1:
         ax.legend(fontsize=8, ncols=len(series), loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def histograms(
     path: Path, data: Mapping[str, Sequence[float]], *, title: str, bins: int = 20, unit: bool = False
 ) -> Path:
     """One small histogram per named distribution, side by side (``unit``: scores, drawn on at least [0, 1])."""
-    plt = _pyplot()
+    plt = pyplot()
     names = [name for name, values in data.items() if values] or list(data)[:1]
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(3.2 * max(1, len(names)), 3.0), squeeze=False)
     for ax, name in zip(axes[0], names, strict=False):
@@ -255,18 +332,25 @@ def histograms(
             ax.hist(values, bins=bins, range=span)
         ax.set_title(name, fontsize=9)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # --- built-in renderers ----------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _register_builtin() -> None:
-    from processors.evaluation import eval_report
+    """Once, on first use (the renderer modules import this one); a renderer registered earlier is kept."""
+    from processors.evaluation import bench_report, eval_report
 
-    register_renderer("eval", eval_report.eval_section)
-    register_renderer("retrieval", eval_report.retrieval_section)
-    register_renderer("replay", eval_report.replay_section)
+    builtin: dict[str, Renderer] = {
+        "eval": eval_report.eval_section,
+        "retrieval": eval_report.retrieval_section,
+        "replay": eval_report.replay_section,
+        "latency": bench_report.latency_section,
+        "concurrency": bench_report.concurrency_section,
+        "goals": bench_report.goals_section,
+        "benchmarks": bench_report.run_section,
+    }
+    for kind, renderer in builtin.items():
+        _RENDERERS.setdefault(kind, renderer)

@@ -17,7 +17,11 @@ Out = TypeVar("Out")
 
 
 class MicroBatcher(Generic[In, Out]):
-    """Flush when ``max_batch`` items wait or ``max_wait_s`` passed since the first; ``max_flushes`` at once."""
+    """Flush when ``max_batch`` items wait or ``max_wait_s`` passed since the first; ``max_flushes`` at once.
+
+    A batch is cut only when a flush slot is free: while every slot is busy, items keep accumulating, so a slow
+    downstream (the embedder under load) gets full batches rather than one small batch per timer tick.
+    """
 
     def __init__(
         self,
@@ -33,6 +37,7 @@ class MicroBatcher(Generic[In, Out]):
         self._pending: list[tuple[In, asyncio.Future[Out]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._slots = asyncio.Semaphore(max_flushes)
+        self._waiting_for_slot = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.items = 0
@@ -40,27 +45,36 @@ class MicroBatcher(Generic[In, Out]):
     async def submit(self, item: In) -> Out:
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
+        self._arm()
+        return await future
+
+    def _arm(self) -> None:
+        """Start a flush now if a batch is full, else make sure the timer will start one."""
+        if not self._pending:
+            return
         if len(self._pending) >= self.max_batch:
             self._start()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._start)
-        return await future
 
     def _start(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending:
-            return
-        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-        task = asyncio.get_running_loop().create_task(self._run(batch))
+        if not self._pending or self._waiting_for_slot:
+            return  # the flush already waiting for a slot takes what is pending when it gets one
+        self._waiting_for_slot = True
+        task = asyncio.get_running_loop().create_task(self._run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if self._pending:
-            self._timer = asyncio.get_running_loop().call_later(self.max_wait_s, self._start)
 
-    async def _run(self, batch: list[tuple[In, asyncio.Future[Out]]]) -> None:
+    async def _run(self) -> None:
         async with self._slots:
+            self._waiting_for_slot = False
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            self._arm()
+            if not batch:
+                return
             try:
                 results = await self._flush([item for item, _ in batch])
                 if len(results) != len(batch):

@@ -24,6 +24,16 @@ if TYPE_CHECKING:
     from streams.prompt_store import KafkaPromptStore
 
 
+def milvus_client(address: str) -> AsyncMilvusClient:
+    """An async Milvus client for any process (worker, eval, benchmarks). pymilvus pings every 10 s even when idle;
+    the Milvus Lite server answers with GOAWAY "too_many_pings", which drops in-flight RPCs. Ping only during calls,
+    and rarely."""
+    from pymilvus import AsyncMilvusClient
+
+    keepalive = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+    return AsyncMilvusClient(uri=address, grpc_options=keepalive)
+
+
 class Resources:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -59,12 +69,7 @@ class Resources:
     @property
     def milvus(self) -> AsyncMilvusClient:
         if self._milvus is None:
-            from pymilvus import AsyncMilvusClient
-
-            # pymilvus pings every 10 s even when idle; the Milvus Lite server answers with GOAWAY "too_many_pings",
-            # which drops in-flight RPCs. Ping only during calls, and rarely.
-            keepalive = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
-            self._milvus = AsyncMilvusClient(uri=self.settings.milvus_address, grpc_options=keepalive)
+            self._milvus = milvus_client(self.settings.milvus_address)
         return self._milvus
 
     @property

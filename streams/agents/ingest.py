@@ -128,7 +128,7 @@ class IngestServices:
             async def flush(texts: list[str]) -> list[Any]:
                 return list(await embedder.embed(texts))
 
-            self._embed_batcher = MicroBatcher(flush, max_batch=self.embed_batch, max_wait_s=0.01, max_flushes=2)
+            self._embed_batcher = MicroBatcher(flush, max_batch=self.embed_batch, max_wait_s=0.01, max_flushes=3)
         return self._embed_batcher
 
     async def chunker(self) -> Chunker:
@@ -209,8 +209,7 @@ def register(
                                                         event.event_id)  # fmt: skip
             await services.acknowledge(done)
             return
-        for chunk in chunks:
-            await outbox.emit("chunks", key, chunk)
+        await outbox.emit_many("chunks", ((key, chunk) for chunk in chunks))
 
     async def on_chunk(chunk: Chunk, ctx: StageContext) -> None:
         try:

@@ -239,3 +239,10 @@ def test_refusal_threshold_by_hand() -> None:
     threshold, accuracy = m.best_threshold([0.7, 0.9], [0.6, 0.8, 0.5]) or (0.0, 0.0)
     assert accuracy == pytest.approx(4 / 5) and threshold == pytest.approx(0.65)
     assert m.best_threshold([], []) is None
+
+
+def test_decode_tokens_per_s_counts_tokens_after_the_first() -> None:
+    # 11 tokens: the first at 100 ms, the last at 600 ms -> 10 tokens in 0.5 s
+    assert m.decode_tokens_per_s(11, {"ttft_model": 100.0, "generate": 600.0}) == pytest.approx(20.0)
+    assert m.decode_tokens_per_s(1, {"ttft_model": 100.0, "generate": 600.0}) is None  # nothing to time
+    assert m.decode_tokens_per_s(11, {"embed": 5.0}) is None  # no model ran (refusal, cache hit)

@@ -62,10 +62,10 @@ def test_retrieval_verdict_says_by_how_much_and_what_to_default_to() -> None:
 
 def test_report_takes_any_benchmark_json(tmp_path: Path) -> None:
     """A later benchmark's summary shows up as a table before it has a renderer, and a renderer can be added."""
-    latency = {"kind": "latency", "title": "Latency", "rates": {"1qps": {"ttft_ms": {"p50": 120.5, "p99": 300.0}}}}
-    path = write_report(tmp_path, "combined", [latency], machine={"nproc": 2}, commit="abc")
+    new = {"kind": "throughput", "title": "Throughput", "rates": {"1qps": {"ttft_ms": {"p50": 120.5, "p99": 300.0}}}}
+    path = write_report(tmp_path, "combined", [new], machine={"nproc": 2}, commit="abc")
     text = path.read_text()
-    assert "## Latency" in text and "rates.1qps.ttft_ms.p99" in text and "300.000" in text
+    assert "## Throughput" in text and "rates.1qps.ttft_ms.p99" in text and "300.000" in text
     assert "Commit: `abc`" in text and "2 CPUs" in text
     from processors.evaluation.report import Section
 

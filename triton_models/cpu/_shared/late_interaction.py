@@ -9,22 +9,33 @@ Both views come from one forward pass over the query and its passages.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import torch
 
 
 class LateInteractionScorer:
-    def __init__(self, model_dir: str, *, alpha: float = 0.5, max_length: int = 256) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        alpha: float = 0.5,
+        max_length: int = 256,
+        forward: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModel.from_pretrained(model_dir).eval()
         self.alpha = alpha
         self.max_length = max_length
+        self.forward = forward  # e.g. bf16 autocast (cpu_precision.forward_context)
 
     def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state  # [n, t, 384]
+        with torch.inference_mode(), self.forward():
+            hidden = self.model(**batch).last_hidden_state.float()  # [n, t, 384]
         mask = batch["attention_mask"].float()
         pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
         pooled = torch.nn.functional.normalize(pooled, dim=-1)

@@ -13,6 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "_shared"))
 
+from cpu_precision import forward_context
 from late_interaction import LateInteractionScorer
 
 
@@ -35,6 +36,7 @@ class TritonPythonModel:
             str(get_model_path()),
             alpha=float(_param(config, "alpha", "0.5")),
             max_length=int(_param(config, "max_length", "256")),
+            forward=forward_context(_param(config, "precision", "auto"))[1],
         )
         pb_utils.Logger.log_info(f"reranker: MiniLM late interaction, alpha={self.scorer.alpha}")
 

@@ -1,0 +1,258 @@
+"""The one-command report, assembled from summaries that the benchmark and eval code builds from measured samples.
+
+No services: the samples are what the measuring loops record (latency ``Sample``, concurrency ``Client``, eval case
+records), chosen so that some goals are met and some are not; every expected figure is computed here from those
+samples, and the report must state it with the right verdict, the machine, the date and the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from infra.settings import REPO_ROOT, Settings
+from processors.evaluation.bench_report import GOAL_OVERHEAD_P99_MS, goals_summary
+from processors.evaluation.report import describe_machine, git_commit, run_facts, write_run
+from streams.eval_run import EvalConfig
+from streams.eval_run import summarize as summarize_eval
+
+sys.path[:0] = [str(REPO_ROOT / "benchmarks"), str(REPO_ROOT / "benchmarks" / "pipeline")]
+bench_concurrency = pytest.importorskip("bench_concurrency")
+bench_latency = pytest.importorskip("bench_latency")
+run_all = pytest.importorskip("run_all")
+Measured = pytest.importorskip("_common").Measured
+
+TIMINGS = {
+    "input_guard": 1.0,
+    "embed": 12.0,
+    "cache_lookup": 1.0,
+    "retrieve": 6.0,
+    "rerank": 30.0,
+    "prompt": 0.2,
+    "ttft_model": 4.0,
+    "generate": 90.0,
+}
+COMPUTE = sum(v for k, v in TIMINGS.items() if k != "ttft_model")
+SETTINGS = Settings.from_env({})
+
+
+def samples(overheads: list[float], ttfts: list[float], rate: float) -> list[Any]:
+    """What ``run_kafka`` records for answered requests: send time, TTFT, total, the worker's stage timings."""
+    return [
+        bench_latency.Sample(
+            index=i,
+            scheduled_s=i / rate,
+            ttft_ms=ttft,
+            total_ms=COMPUTE + overhead,
+            timings=dict(TIMINGS),
+            completion_tokens=16,
+            finish="stop",
+            done_at_s=i / rate + (COMPUTE + overhead) / 1000,
+        )
+        for i, (overhead, ttft) in enumerate(zip(overheads, ttfts, strict=True))
+    ]
+
+
+def client(index: int, ttft: float, *, mixed: bool = False) -> Any:
+    """What ``converse`` leaves behind for one WebSocket client that got its answer."""
+    c = bench_concurrency.Client(index, "q?", connected=True, request_id=f"r{index}", tokens=["a ", "b"])
+    c.ttft_ms, c.total_ms, c.done_text, c.finish = ttft, ttft + 50, "a b", "stop"
+    if mixed:
+        c.mixed.append("token of request rX on the socket of r0")
+    return c
+
+
+def case_record(i: int, *, refusal: bool, ndcg: dict[str, float], ttft: float, tokens_per_s: float) -> dict[str, Any]:
+    """One scored case in the layout ``score_cases`` writes."""
+    top = [{"score": 0.1 if refusal else 0.9}]
+    retrieval = {
+        mode: {"ndcg_at_10": None if refusal else v, "recall_at_5": None, "recall_at_20": None, "mrr": None, "ms": 5.0}
+        | {"top": top}
+        for mode, v in ndcg.items()
+    }
+    return {
+        "id": f"case{i}",
+        "question": "q?",
+        "tags": ["faq"],
+        "expect_refusal": refusal,
+        "passed": True,
+        "refused": refusal,
+        "error": "",
+        "answer": {"cached": False, "model": "llm_small", "request_id": f"r{i}"},
+        "latency_ms": {"ttft": ttft, "total": ttft + 2000},
+        "decode_tokens_per_s": None if refusal else tokens_per_s,
+        "scores": {
+            "groundedness": None if refusal else 0.95,
+            "answer_relevance": None if refusal else 0.6,
+            "context_relevance": 0.5,
+            "answer_similarity": None if refusal else 0.55,
+            "answer_token_f1": None if refusal else 0.3,
+            "refusal_correct": True,
+            "citations_valid": True,
+            "citation_markers": 0 if refusal else 1,
+        },
+        "retrieval": retrieval,
+    }
+
+
+@pytest.fixture
+def parts() -> dict[str, Any]:
+    # latency: 1 q/s fast (TTFT goal met), 50 q/s with overheads of 5..62 ms (p99 over the 25 ms goal)
+    low_ttft = [200.0 + 15 * i for i in range(12)]
+    high_overhead = [5.0 + 3 * i for i in range(20)]
+    config = bench_latency.LatencyConfig(rates=[1.0, 50.0])
+    runs = [
+        bench_latency.rate_run(
+            1.0,
+            bench_latency.summarize(samples([8.0] * 12, low_ttft, 1.0), 1.0),
+            bench_latency.summarize(samples([0.2] * 12, low_ttft, 1.0), 1.0),
+        ),
+        bench_latency.rate_run(
+            50.0,
+            bench_latency.summarize(samples(high_overhead, [300.0] * 20, 50.0), 50.0),
+            bench_latency.summarize(samples([0.5] * 20, [250.0] * 20, 50.0), 50.0),
+        ),
+    ]
+    corpus = {"dirs": "faq", "files": 8, "chunks": 322, "seconds": 40.0}
+    latency = bench_latency.build_summary(runs, Measured(config, SETTINGS, corpus, {}, 60.0))
+    # concurrency: one slow client (TTFT goal not met), then 1000 clients of which one saw another's message
+    conc_config = bench_concurrency.ConcurrencyConfig(levels=[1, 1000], no_docs_levels=[])
+    levels = [
+        bench_concurrency.summarize_level([client(0, 900.0)], path="full", connect_s=0.1, wall_s=1.0, peak_rss_mib={}),
+        bench_concurrency.summarize_level(
+            [client(i, 1000.0 + i, mixed=i == 7) for i in range(1000)],
+            path="full",
+            connect_s=0.5,
+            wall_s=60.0,
+            peak_rss_mib={"bridge": 144.0, "worker": 410.0},
+        ),
+    ]
+    concurrency = bench_concurrency.build_summary(levels, Measured(conc_config, SETTINGS, corpus, {}, 70.0))
+    # eval: hybrid+rerank loses to dense on nDCG@10; decode too slow; well grounded
+    ndcg = {"dense": 0.8, "bm25": 0.7, "hybrid": 0.75, "hybrid+rerank": 0.72, "dense+rerank": 0.74, "bm25+rerank": 0.7}
+    rates = [20.0, 25.0, 28.0, 35.0]
+    records = [case_record(i, refusal=False, ndcg=ndcg, ttft=700.0 + i, tokens_per_s=rates[i]) for i in range(4)]
+    records.append(case_record(4, refusal=True, ndcg=ndcg, ttft=300.0, tokens_per_s=0.0))
+    evaluation = summarize_eval(EvalConfig(golden=Path("golden.jsonl")), SETTINGS, records, "run1", 30.0)
+    return {
+        "latency": latency,
+        "concurrency": concurrency,
+        "eval": evaluation,
+        "expected": {
+            "overhead_p99": float(np.percentile(high_overhead, 99)),
+            "ttft_p95": float(np.percentile(low_ttft, 95)),
+            "tokens_p50": float(np.percentile(rates, 50)),
+            "margin_vs_dense": ndcg["hybrid+rerank"] - ndcg["dense"],
+        },
+    }
+
+
+def goal_rows(markdown: str) -> list[list[str]]:
+    section = markdown.split("## Goals", 1)[1].split("\n## ", 1)[0]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if line[:2] == "| "]
+
+
+def test_report_states_machine_date_commit_figures_and_verdicts(parts: dict[str, Any], tmp_path: Path) -> None:
+    facts = run_facts()
+    summary = run_all.assemble(
+        facts,
+        command="python benchmarks/run_all.py --quick",
+        settings=SETTINGS,
+        corpus=parts["latency"]["corpus"],
+        outcomes={"ingest": {"seconds": 40.0}, "eval": {"seconds": 30.0}, "latency": {"seconds": 60.0}},
+        wall_s=200.0,
+        load_average_end=[1.5, 1.25, 1.0],
+        latency_summary=parts["latency"],
+        concurrency_summary=parts["concurrency"],
+        eval_summary=parts["eval"],
+    )
+    text = write_run(tmp_path, "report", summary).read_text()
+    expected = parts["expected"]
+
+    assert f"- Date: {facts['started_at'][:10]}" in text
+    assert f"- Commit: `{git_commit()}`" in text
+    assert describe_machine(facts["machine"]) in text and facts["machine"]["cpu_model"] in text
+    assert "1.50 / 1.25 / 1.00 at the end" in text and "at the start" in text
+    assert "`python benchmarks/run_all.py --quick`" in text
+
+    rows = {(r[0], r[4].split(",")[0]): r for r in goal_rows(text)}
+    assert rows[("Time to first token", "Kafka path at 1 q/s")][3] == "**MET**"
+    assert f"{expected['ttft_p95']:.0f} ms" in rows[("Time to first token", "Kafka path at 1 q/s")][2]
+    assert rows[("Time to first token", "1 WebSocket client(s) at once through the bridge")][3] == "**NOT MET**"
+    overhead = next(r for key, r in rows.items() if key[0].startswith("Kafka/Faust overhead"))
+    assert overhead[3] == "**NOT MET**" and f"p99 {expected['overhead_p99']:.1f} ms" in overhead[2]
+    assert expected["overhead_p99"] > GOAL_OVERHEAD_P99_MS
+    clients = next(r for key, r in rows.items() if key[0].startswith("1000 concurrent"))
+    assert clients[3] == "**NOT MET**" and "1000/1000 connected, 1 mixed-up" in clients[2]
+    tokens = next(r for key, r in rows.items() if key[0] == "Tokens/s per stream")
+    assert tokens[3] == "**NOT MET**" and f"{expected['tokens_p50']:.1f} tokens/s" in tokens[2]
+    retrieval = next(r for key, r in rows.items() if key[0].startswith("Retrieval"))
+    assert retrieval[3] == "**NOT MET**" and f"({expected['margin_vs_dense']:+.3f})" in retrieval[2]
+    assert "RAGSTREAM_SEARCH_MODE=dense" in retrieval[4]
+    grounded = next(r for key, r in rows.items() if key[0].startswith("Groundedness"))
+    assert grounded[3] == "**MET**"
+
+    # every part has its section and figures, and the latency/concurrency tables carry the measured figures
+    for title in ("How this report was made", "Goals", "Evaluation", "Retrieval comparison", "Query latency",
+                  "Concurrent WebSocket clients"):  # fmt: skip
+        assert f"\n## {title}" in text
+    for figure in ("latency_breakdown.png", "concurrency.png", "retrieval.png", "quality.png"):
+        assert (tmp_path / figure).stat().st_size > 0 and f"]({figure})" in text
+    assert "does NOT beat both" in text
+    assert "| 1000 | full | 1000 | 1000 | 0 | 0 | 1 |" in text
+
+
+def test_goals_follow_the_measurements(parts: dict[str, Any]) -> None:
+    """The same builders with the faults taken out: the verdicts flip, and a goal nobody measured says so."""
+    fast = [bench_latency.rate_run(50.0, bench_latency.summarize(samples([3.0] * 20, [120.0] * 20, 50.0), 50.0), None)]
+    latency = {**parts["latency"], "runs": fast}
+    clean = [client(i, 100.0) for i in range(1000)]
+    level = bench_concurrency.summarize_level(clean, path="full", connect_s=0.1, wall_s=5.0, peak_rss_mib={})
+    goals = goals_summary(latency=latency, concurrency={**parts["concurrency"], "levels": [level]}, complete=True)
+    by_goal = {row["goal"].split(" at ")[0]: row for row in goals["rows"]}
+    assert by_goal["Kafka/Faust overhead"]["met"] is True
+    assert by_goal["1000 concurrent WebSocket clients"]["met"] is True
+    assert all(row["met"] for row in goals["rows"] if row["goal"] == "Time to first token")
+    assert by_goal["Tokens/s per stream"]["met"] is None and "did not run" in by_goal["Tokens/s per stream"]["note"]
+    assert goals["not_measured"] == 3 and goals["not_met"] == 0
+
+
+def test_report_folder_renders_again_with_eval_report(parts: dict[str, Any], tmp_path: Path) -> None:
+    from streams.cli import cli
+
+    summary = run_all.assemble(
+        run_facts(),
+        command="python benchmarks/run_all.py",
+        settings=SETTINGS,
+        corpus={},
+        outcomes={"eval": {"seconds": 1.0, "error": "RuntimeError: boom"}},
+        wall_s=1.0,
+        load_average_end=[0.0, 0.0, 0.0],
+        latency_summary=parts["latency"],
+    )
+    first = write_run(tmp_path / "run", "report", summary).read_text()
+    assert "RuntimeError: boom" in first and "the eval did not run" in first
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["goals"]["kind"] == "goals"
+    result = CliRunner().invoke(cli, ["eval", "report", str(tmp_path / "run"), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    again = (tmp_path / "again" / "summary.md").read_text()
+    headings = [line for line in first.splitlines() if line.startswith("## ")]
+    assert headings == [line for line in again.splitlines() if line.startswith("## ")]
+    assert goal_rows(first) == goal_rows(again)
+
+
+def test_quick_and_full_presets() -> None:
+    quick = run_all.parse_args(["--quick", "--levels", "1,5"])
+    assert quick.levels == [1, 5] and quick.rates == run_all.QUICK["rates"] and quick.eval_model == "llm_echo"
+    full = run_all.parse_args([])
+    assert full.rates == [1.0, 10.0, 50.0] and full.levels == [1, 100, 1000] and full.eval_limit is None
+    assert "llm_small" in run_all.models(full).split(",")
+    assert "llm_small" not in run_all.models(run_all.parse_args(["--skip", "eval"])).split(",")
+    with pytest.raises(SystemExit):
+        run_all.parse_args(["--skip", "nothing"])
