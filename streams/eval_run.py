@@ -336,6 +336,52 @@ async def run_pipeline(
     return answers
 
 
+async def rank_cases(
+    config: EvalConfig, cases: Sequence[GoldenCase], clients: EvalClients, progress: Progress
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The question vectors, and every retrieval mode's ranking per case (searched directly in Milvus)."""
+    q_vectors = await clients.embed_all([c.question for c in cases])
+    rankings: dict[str, dict[str, Any]] = {}
+    for i, case in enumerate(cases, start=1):
+        vector = q_vectors.get(case.question)
+        if vector is None:
+            continue
+        rankings[case.id] = await clients.rankings(config.tenant, case.question, vector.tolist(), config.top_k)
+        if i % 20 == 0 or i == len(cases):
+            progress(f"  retrieved {i}/{len(cases)} (6 modes each)")
+    return q_vectors, rankings
+
+
+def retrieval_record(case: GoldenCase, ranking: dict[str, Any] | None) -> dict[str, Any]:
+    """Per mode: the case's retrieval scores, search time and top 10 (each marked relevant or not)."""
+    record: dict[str, Any] = {}
+    for mode, passages in (ranking or {}).get("ranked", {}).items():
+        scores = m.retrieval_scores(passages, case.relevant)
+        hits = m.match_ranks(passages, case.relevant)
+        record[mode] = {
+            **{k: _round(v) for k, v in msgspec.structs.asdict(_as_struct(scores)).items()},
+            "ms": round(ranking["ms"][mode], 2) if ranking else None,
+            "top": [_passage_brief(p, bool(h)) for p, h in zip(passages[:10], hits[:10], strict=True)],
+        }
+    return record
+
+
+async def compare_retrieval(
+    settings: Settings, config: EvalConfig, cases: Sequence[GoldenCase], progress: Progress
+) -> dict[str, Any]:
+    """The retrieval comparison alone (no answers): cheap enough to judge on every case of the golden set."""
+    clients = EvalClients(settings)
+    try:
+        _, rankings = await rank_cases(config, cases, clients, progress)
+    finally:
+        await clients.close()
+    records = [
+        {"retrieval": retrieval_record(case, rankings.get(case.id)), "expect_refusal": case.expect_refusal}
+        for case in cases
+    ]
+    return summarize_retrieval(records, settings, config.top_k)
+
+
 async def score_cases(
     settings: Settings,
     config: EvalConfig,
@@ -346,15 +392,7 @@ async def score_cases(
 ) -> list[dict[str, Any]]:
     """Retrieval per mode and every answer metric, one record per case."""
     pipeline_mode = f"{settings.search_mode}+rerank"
-    q_vectors = await clients.embed_all([c.question for c in cases])
-    rankings: dict[str, dict[str, Any]] = {}
-    for i, case in enumerate(cases, start=1):
-        vector = q_vectors.get(case.question)
-        if vector is None:
-            continue
-        rankings[case.id] = await clients.rankings(config.tenant, case.question, vector.tolist(), config.top_k)
-        if i % 20 == 0 or i == len(cases):
-            progress(f"  retrieved {i}/{len(cases)} (6 modes each)")
+    q_vectors, rankings = await rank_cases(config, cases, clients, progress)
     # what the model saw, approximately: the pipeline mode's reranked top rerank_k
     context: dict[str, list[Passage]] = {
         cid: r["ranked"][pipeline_mode][: settings.rerank_k] for cid, r in rankings.items()
@@ -373,15 +411,7 @@ async def score_cases(
     for case in cases:
         answer = answers.get(case.id) or Answer(request_id="", error="not sent", error_code="not_sent")
         ranked: dict[str, list[Passage]] = rankings.get(case.id, {}).get("ranked", {})
-        retrieval: dict[str, Any] = {}
-        for mode, passages in ranked.items():
-            scores = m.retrieval_scores(passages, case.relevant)
-            hits = m.match_ranks(passages, case.relevant)
-            retrieval[mode] = {
-                **{k: _round(v) for k, v in msgspec.structs.asdict(_as_struct(scores)).items()},
-                "ms": round(rankings[case.id]["ms"][mode], 2),
-                "top": [_passage_brief(p, bool(h)) for p, h in zip(passages[:10], hits[:10], strict=True)],
-            }
+        retrieval = retrieval_record(case, rankings.get(case.id))
         ctx = context.get(case.id, [])
         answered = not answer.failed and not answer.refused
         clean = m.strip_citations(answer.text)
@@ -685,7 +715,8 @@ async def evaluate(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the golden set through the pipeline, score it, publish the scores: the summary (kind "eval", with the
     "retrieval" comparison nested) and one record per case. Writes no files, so a combined report can embed it."""
-    cases = select_cases(load_golden(config.golden), config.limit)
+    every_case = load_golden(config.golden)
+    cases = select_cases(every_case, config.limit)
     if not cases:
         raise ValueError(f"{config.golden} has no cases")
     run_id = uuid.uuid4().hex[:12]
@@ -699,6 +730,10 @@ async def evaluate(
     finally:
         await clients.close()
     summary = summarize(config, settings, records, run_id, pipeline_s)
+    if config.retrieval and len(cases) < len(every_case):
+        # Answers were asked for a sample; retrieval (searches and reranks, no generation) is judged on every case.
+        progress(f"retrieval comparison on all {len(every_case)} cases")
+        summary["retrieval"] = await compare_retrieval(settings, config, every_case, progress)
     await _publish_results(settings, run_id, records)
     return summary, records
 

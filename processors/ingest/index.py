@@ -32,6 +32,10 @@ MAX_TEXT = 16_384
 OUTPUT_FIELDS = ["doc_id", "version", "chunk_index", "text", "source", "title", "metadata"]
 RRF_K = 60
 
+# pymilvus pings every 10 s even when idle, and keeps a closed client's shared channel; the Milvus Lite server
+# answers with GOAWAY "too_many_pings", which drops in-flight RPCs. Every client here pings only during calls, rarely.
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+
 
 def collection_name(prefix: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", f"{prefix}_chunks_v1")
@@ -69,7 +73,7 @@ class MilvusIndex:
     def _create_sync(self) -> None:
         from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-        client = MilvusClient(uri=self.uri)
+        client = MilvusClient(uri=self.uri, grpc_options=GRPC_OPTIONS)
         try:
             if client.has_collection(self.collection):
                 client.load_collection(self.collection)

@@ -25,13 +25,12 @@ if TYPE_CHECKING:
 
 
 def milvus_client(address: str) -> AsyncMilvusClient:
-    """An async Milvus client for any process (worker, eval, benchmarks). pymilvus pings every 10 s even when idle;
-    the Milvus Lite server answers with GOAWAY "too_many_pings", which drops in-flight RPCs. Ping only during calls,
-    and rarely."""
+    """An async Milvus client for any process (worker, eval, benchmarks), with the index's keepalive options."""
     from pymilvus import AsyncMilvusClient
 
-    keepalive = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
-    return AsyncMilvusClient(uri=address, grpc_options=keepalive)
+    from processors.ingest.index import GRPC_OPTIONS
+
+    return AsyncMilvusClient(uri=address, grpc_options=GRPC_OPTIONS)
 
 
 class Resources:

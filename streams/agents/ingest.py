@@ -128,6 +128,7 @@ class IngestServices:
             async def flush(texts: list[str]) -> list[Any]:
                 return list(await embedder.embed(texts))
 
+            # One flush more than the CPU embedder's two instances: a freed instance finds the next batch queued.
             self._embed_batcher = MicroBatcher(flush, max_batch=self.embed_batch, max_wait_s=0.01, max_flushes=3)
         return self._embed_batcher
 

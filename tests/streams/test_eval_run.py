@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -20,7 +21,7 @@ from schemas.codec import any_event_decoder
 from schemas.events import AnswerDone, EvalCaseEvent, EvalCaseResult, QueryOptions
 from streams.client import topic_partitions
 from streams.eval_replay import ReplayConfig, run_replay
-from streams.eval_run import EvalConfig, retrieval_verdict, run_eval, select_cases
+from streams.eval_run import EvalConfig, evaluate, retrieval_verdict, run_eval, select_cases
 from streams.topics import topic_name
 
 GENERAL = DEFAULT_FAQ_DIR / "general.html"
@@ -167,6 +168,11 @@ async def test_eval_and_replay_end_to_end(stack_settings: Settings, worker: obje
     markdown = (out / "summary.md").read_text()
     assert "Commit:" in markdown and "CPUs (`nproc`)" in markdown and "nDCG@10" in markdown
     assert "![" in markdown and "hybrid+rerank" in markdown
+
+    # Answers for a sample; retrieval (no generation) still judged on every answerable case of the golden set.
+    sampled, records = await evaluate(stack_settings, dataclasses.replace(config, limit=2), progress=lambda _: None)
+    assert len(records) == 2 and sum(not r["expect_refusal"] for r in records) == 1
+    assert sampled["retrieval"]["cases"] == 3
 
     # cases went out on eval_cases, scored results came back on eval_results, keyed to this run
     run_id = summary["run_id"]
