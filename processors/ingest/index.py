@@ -31,6 +31,8 @@ DIM = 384
 MAX_TEXT = 16_384
 OUTPUT_FIELDS = ["doc_id", "version", "chunk_index", "text", "source", "title", "metadata"]
 RRF_K = 60
+# Searches retried when a version swap in the tenant overlapped them (a swap takes milliseconds; 3 is plenty).
+SNAPSHOT_ATTEMPTS = 3
 
 # pymilvus pings every 10 s even when idle, and keeps a closed client's shared channel; the Milvus Lite server
 # answers with GOAWAY "too_many_pings", which drops in-flight RPCs. Every client here pings only during calls, rarely.
@@ -222,6 +224,18 @@ class MilvusIndex:
         """Top ``top_k`` live passages of ``tenant``: RRF of dense and BM25 for hybrid, higher score is better."""
         await self.ensure_collection()
         check_tenant(tenant)
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            swaps = await self.states.swaps(tenant)
+            scored = await self._scored(tenant, query_text, query_vector, top_k, mode)
+            live = await self.states.live_versions(tenant, (hit["entity"]["doc_id"] for hit, _ in scored))
+            if await self.states.swaps(tenant) == swaps:
+                break  # no version went live or was deleted during the search: hits and live versions agree
+        return self._live_passages(scored, live, top_k)
+
+    async def _scored(
+        self, tenant: str, query_text: str, query_vector: Sequence[float] | None, top_k: int, mode: SearchMode
+    ) -> list[tuple[dict[str, Any], float]]:
+        """Milvus hits with a higher-is-better score, over-fetched and not yet filtered to live versions."""
         tenant_filter = f"tenant == {literal(tenant)}"
         # Over-fetch: during a version swap a doc briefly has two versions' rows, and stale ones are dropped below.
         limit = min(max(top_k * 2, top_k + 10), 16_384)
@@ -256,14 +270,12 @@ class MilvusIndex:
                 self.collection, requests, RRFRanker(RRF_K), limit=limit, output_fields=OUTPUT_FIELDS,
             ))[0]  # fmt: skip
             scored = [(hit, float(hit["distance"])) for hit in hits]
-        return await self._live_passages(tenant, scored, top_k)
+        return scored
 
-    async def _live_passages(
-        self, tenant: str, scored: list[tuple[dict[str, Any], float]], top_k: int
+    @staticmethod
+    def _live_passages(
+        scored: list[tuple[dict[str, Any], float]], live: dict[str, int | None], top_k: int
     ) -> list[Passage]:
-        if not scored:
-            return []
-        live = await self.states.live_versions(tenant, (hit["entity"]["doc_id"] for hit, _ in scored))
         passages: list[Passage] = []
         for hit, score in scored:
             entity = hit["entity"]

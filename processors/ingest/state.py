@@ -3,7 +3,9 @@
 The live version is what makes a version swap gapless. Milvus holds the rows of every version being built; search
 keeps a hit only if its version is the document's live version. The indexer writes all rows of a new version,
 checks they are searchable, then flips ``live`` in one atomic step (a Lua script), and only then deletes the old
-rows: before the flip searchers see exactly the old version, after it exactly the new one.
+rows: before the flip searchers see exactly the old version, after it exactly the new one. A search and its read of
+the live versions are two steps; every flip bumps the tenant's swap counter, so a search that saw it change in
+between runs again (``MilvusIndex.search``).
 
 Hash ``<prefix>:doc:<tenant>:<doc_id>`` fields: ``live`` (version or -1 deleted, 0 none yet), ``hash``, ``chunks``,
 ``latest`` (newest version the chunker accepted), ``deleted`` (versions up to this one were deleted).
@@ -20,13 +22,15 @@ from typing import Any
 TENANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DEFAULT_PREFIX = "ragstream"
 
-# KEYS[1] doc key; ARGV: version, hash, chunks. Returns the previous live version, or -2 if not activated.
+# KEYS[1] doc key, KEYS[2] the tenant's swap counter; ARGV: version, hash, chunks. Returns the previous live
+# version, or -2 if not activated.
 _ACTIVATE = """
 local v = tonumber(ARGV[1])
 local live = tonumber(redis.call('HGET', KEYS[1], 'live') or '0')
 local deleted = tonumber(redis.call('HGET', KEYS[1], 'deleted') or '0')
 if v <= deleted or v < live then return -2 end
 redis.call('HSET', KEYS[1], 'live', v, 'hash', ARGV[2], 'chunks', ARGV[3])
+redis.call('INCR', KEYS[2])
 return live
 """
 
@@ -41,13 +45,15 @@ if v > latest then redis.call('HSET', KEYS[1], 'latest', v); return v end
 return latest
 """
 
-# KEYS[1] doc key. Everything up to the newest version seen is deleted; returns that version.
+# KEYS[1] doc key, KEYS[2] the tenant's swap counter. Everything up to the newest version seen is deleted; returns
+# that version.
 _DELETE = """
 local latest = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0')
 local live = tonumber(redis.call('HGET', KEYS[1], 'live') or '0')
 local deleted = tonumber(redis.call('HGET', KEYS[1], 'deleted') or '0')
 local through = math.max(latest, live, deleted)
 redis.call('HSET', KEYS[1], 'live', -1, 'deleted', through, 'latest', through, 'hash', '', 'chunks', 0)
+redis.call('INCR', KEYS[2])
 return through
 """
 
@@ -81,6 +87,14 @@ class DocStates:
 
     def key(self, tenant: str, doc_id: str) -> str:
         return f"{self.prefix}:doc:{tenant}:{doc_id}"
+
+    def swaps_key(self, tenant: str) -> str:
+        return f"{self.prefix}:swaps:{tenant}"
+
+    async def swaps(self, tenant: str) -> int:
+        """How many times a live version of this tenant changed (activation or deletion). A searcher that reads it
+        before and after a search knows whether its hits and the live versions it read belong to one moment."""
+        return int(await self.redis.get(self.swaps_key(tenant)) or 0)
 
     async def get(self, tenant: str, doc_id: str) -> DocState:
         return (await self.get_many(tenant, [doc_id]))[0]
@@ -116,9 +130,10 @@ class DocStates:
 
     async def activate(self, tenant: str, doc_id: str, version: int, content_hash: str, chunks: int) -> int | None:
         """Make ``version`` live atomically; returns the version it replaced (0: none), None if it is stale."""
-        previous = int(await self._activate(keys=[self.key(tenant, doc_id)], args=[version, content_hash, chunks]))
+        keys = [self.key(tenant, doc_id), self.swaps_key(tenant)]
+        previous = int(await self._activate(keys=keys, args=[version, content_hash, chunks]))
         return None if previous == -2 else previous
 
     async def mark_deleted(self, tenant: str, doc_id: str) -> int:
         """Tombstone the doc: returns the version through which everything is deleted."""
-        return int(await self._delete(keys=[self.key(tenant, doc_id)]))
+        return int(await self._delete(keys=[self.key(tenant, doc_id), self.swaps_key(tenant)]))
