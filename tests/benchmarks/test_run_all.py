@@ -253,7 +253,7 @@ def test_quick_and_full_presets() -> None:
     quick = run_all.parse_args(["--quick", "--levels", "1,5"])
     assert quick.levels == [1, 5] and quick.rates == run_all.QUICK["rates"] and quick.eval_model == "llm_echo"
     full = run_all.parse_args([])
-    assert full.rates == [1.0, 10.0, 50.0] and full.levels == [1, 100, 1000] and full.eval_limit is None
+    assert full.rates == [1.0, 10.0, 50.0] and full.levels == [1, 100, 1000] and full.eval_limit == 40
     assert "llm_small" in run_all.models(full).split(",")
     assert "llm_small" not in run_all.models(run_all.parse_args(["--skip", "eval"])).split(",")
     with pytest.raises(SystemExit):
