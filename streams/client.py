@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -144,3 +144,28 @@ class KafkaAsker:
             encode(CancelRequest(request_id=request_id)),
             key=request_id.encode(),
         )
+
+
+async def wait_for_worker(
+    settings: Settings,
+    *,
+    timeout_s: float,
+    attempt_s: float = 5.0,
+    check: Callable[[], None] | None = None,
+) -> None:
+    """Returns once an ``llm_echo`` request makes the full round trip through Kafka, a worker and Triton: the one
+    readiness test that covers every hop. ``check`` runs before each attempt (e.g. to fail fast when the worker
+    process died); raises TimeoutError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    async with KafkaAsker(settings) as asker:
+        while time.monotonic() < deadline:
+            if check is not None:
+                check()
+            request_id = await asker.send("ping", options=QueryOptions(max_tokens=1, model="llm_echo"))
+            try:
+                async for event in asker.events(request_id, timeout_s=attempt_s):
+                    if isinstance(event, AnswerDone):
+                        return
+            except TimeoutError:
+                continue
+    raise TimeoutError(f"no worker answered within {timeout_s:.0f}s")

@@ -366,15 +366,10 @@ def retrieval_record(case: GoldenCase, ranking: dict[str, Any] | None) -> dict[s
     return record
 
 
-async def compare_retrieval(
-    settings: Settings, config: EvalConfig, cases: Sequence[GoldenCase], progress: Progress
+def summarize_rankings(
+    settings: Settings, config: EvalConfig, cases: Sequence[GoldenCase], rankings: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
-    """The retrieval comparison alone (no answers): cheap enough to judge on every case of the golden set."""
-    clients = EvalClients(settings)
-    try:
-        _, rankings = await rank_cases(config, cases, clients, progress)
-    finally:
-        await clients.close()
+    """The retrieval comparison from rankings alone (no answers), for cases beyond the answered sample."""
     records = [
         {"retrieval": retrieval_record(case, rankings.get(case.id)), "expect_refusal": case.expect_refusal}
         for case in cases
@@ -388,16 +383,17 @@ async def score_cases(
     cases: Sequence[GoldenCase],
     answers: dict[str, Answer],
     clients: EvalClients,
-    progress: Progress,
+    q_vectors: dict[str, Any],
+    rankings: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Retrieval per mode and every answer metric, one record per case."""
+    """Retrieval per mode (from ``rank_cases``) and every answer metric, one record per case."""
     pipeline_mode = f"{settings.search_mode}+rerank"
-    q_vectors, rankings = await rank_cases(config, cases, clients, progress)
+    ranked_here = {case.id: rankings[case.id] for case in cases if case.id in rankings}
     # what the model saw, approximately: the pipeline mode's reranked top rerank_k
     context: dict[str, list[Passage]] = {
-        cid: r["ranked"][pipeline_mode][: settings.rerank_k] for cid, r in rankings.items()
+        cid: r["ranked"][pipeline_mode][: settings.rerank_k] for cid, r in ranked_here.items()
     }
-    known = {p.chunk_id: p.text for r in rankings.values() for ps in r["ranked"].values() for p in ps}
+    known = {p.chunk_id: p.text for r in ranked_here.values() for ps in r["ranked"].values() for p in ps}
     cited_ids = [c.chunk_id for a in answers.values() for c in a.citations]
     known.update(await clients.chunk_texts([cid for cid in cited_ids if cid not in known]))
     texts: list[str] = []
@@ -724,16 +720,18 @@ async def evaluate(
     progress(f"eval {run_id}: {len(cases)} cases from {config.golden} on tenant {config.tenant}")
     answers = await run_pipeline(settings, config, cases, run_id, progress)
     pipeline_s = time.perf_counter() - started
+    # Answers may be a sample; retrieval (searches and reranks, no generation) is then judged on every case, and the
+    # sample's rankings come from the same pass.
+    sampled = config.retrieval and len(cases) < len(every_case)
     clients = EvalClients(settings)
     try:
-        records = await score_cases(settings, config, cases, answers, clients, progress)
+        q_vectors, rankings = await rank_cases(config, every_case if sampled else cases, clients, progress)
+        records = await score_cases(settings, config, cases, answers, clients, q_vectors, rankings)
     finally:
         await clients.close()
     summary = summarize(config, settings, records, run_id, pipeline_s)
-    if config.retrieval and len(cases) < len(every_case):
-        # Answers were asked for a sample; retrieval (searches and reranks, no generation) is judged on every case.
-        progress(f"retrieval comparison on all {len(every_case)} cases")
-        summary["retrieval"] = await compare_retrieval(settings, config, every_case, progress)
+    if sampled:
+        summary["retrieval"] = summarize_rankings(settings, config, every_case, rankings)
     await _publish_results(settings, run_id, records)
     return summary, records
 

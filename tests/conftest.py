@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -84,22 +83,16 @@ class WorkerProcess:
 
 async def wait_worker_ready(settings: Settings, worker: WorkerProcess, timeout_s: float = 120.0) -> None:
     """Ready means a request made the full round trip through Kafka, the worker and Triton."""
-    from schemas.events import AnswerDone, QueryOptions
-    from streams.client import KafkaAsker
+    from streams.client import wait_for_worker
 
-    deadline = time.monotonic() + timeout_s
-    async with KafkaAsker(settings) as asker:
-        while time.monotonic() < deadline:
-            if not worker.alive():
-                raise RuntimeError(f"worker exited:\n{worker.log()[-4000:]}")
-            request_id = await asker.send("ping", options=QueryOptions(max_tokens=1, model="llm_echo"))
-            try:
-                async for event in asker.events(request_id, timeout_s=5.0):
-                    if isinstance(event, AnswerDone):
-                        return
-            except TimeoutError:
-                continue
-    raise RuntimeError(f"worker not ready after {timeout_s}s:\n{worker.log()[-4000:]}")
+    def alive() -> None:
+        if not worker.alive():
+            raise RuntimeError(f"worker exited:\n{worker.log()[-4000:]}")
+
+    try:
+        await wait_for_worker(settings, timeout_s=timeout_s, attempt_s=5.0, check=alive)
+    except TimeoutError:
+        raise RuntimeError(f"worker not ready after {timeout_s}s:\n{worker.log()[-4000:]}") from None
 
 
 @pytest.fixture(scope="session")

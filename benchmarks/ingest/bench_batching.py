@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 
 from infra.settings import Settings
 from processors.embedder import TritonEmbedder
+from processors.evaluation.report import describe_machine, machine_info
 from processors.ingest.chunking import token_chunker
 from processors.ingest.loaders import load_html
 from processors.triton_client import TritonClient
@@ -117,14 +116,14 @@ def main() -> None:
     upsert = asyncio.run(upsert_rates(settings, texts, [16, 64, 256, 512], args.rows))
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine_info(),
         "texts": len(texts),
         "embed": embed,
         "upsert": upsert,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "batching.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# Ingest batch sizes ({result['date']}, {result['machine']})", ""]
+    lines = [f"# Ingest batch sizes ({result['date']}, {describe_machine(result['machine'])})", ""]
     lines += ["| embed batch | in flight | texts/s |", "|---|---|---|"]
     lines += [f"| {r['batch']} | {r['in_flight']} | {r['texts_per_s']:.1f} |" for r in embed]
     lines += ["", "| upsert batch | rows/s |", "|---|---|"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -64,7 +63,7 @@ def main() -> None:
     from bench_batching import sample_chunks  # this folder is on sys.path when run as a script
 
     from infra.settings import Settings
-    from processors.evaluation.report import machine_info
+    from processors.evaluation.report import describe_machine, machine_info
 
     texts = args.out / "embedder-texts.json"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -75,10 +74,9 @@ def main() -> None:
     if done.returncode != 0:
         sys.exit(done.stderr[-3000:])
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result.update(date=datetime.now(UTC).isoformat(timespec="seconds"), machine=machine_info(),
-                  load_average=os.getloadavg(), texts=args.texts)  # fmt: skip
+    result.update(date=datetime.now(UTC).isoformat(timespec="seconds"), machine=machine_info(), texts=args.texts)
     fp32 = max(r["texts_per_s"] for r in result["rows"] if r["precision"] == "fp32")
-    lines = [f"# Embedder precision ({result['date']}, {result['machine']['cpu_model']}, "
+    lines = [f"# Embedder precision ({result['date']}, {describe_machine(result['machine'])}, "
              f"{args.threads} torch threads, bf16 units: {result['bf16_units']})", "",
              "| precision | batch | texts/s | vs best fp32 | min cosine to fp32 |",
              "|---|---|---|---|---|"]  # fmt: skip

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.settings import Settings
+from processors.evaluation.report import describe_machine, machine_info
 from processors.ingest.chunking import token_chunker
 from processors.ingest.tokenizer import tokenizer_path
 from streams import ingest_client
@@ -191,8 +191,7 @@ def main() -> None:
 
     result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "load_average": os.getloadavg(),
+        "machine": machine_info(),  # taken at the end: its load average says how busy the machine was
         "corpus": str(args.corpus),
         "files": len(files),
         "chunking": {"unit": "all-MiniLM-L6-v2 tokens", "max": chunker.max_size, "overlap": chunker.overlap},
@@ -211,7 +210,7 @@ def main() -> None:
     md = [
         f"# Ingestion benchmark {result['date']}",
         "",
-        f"Machine: {result['machine']}; load average at the end {result['load_average']}.",
+        f"Machine: {describe_machine(result['machine'])}; load average at the end {result['machine']['load_average']}.",
         f"Corpus: {result['files']} HTML pages of {result['corpus']}; chunks of {chunker.max_size} tokens "
         f"(overlap {chunker.overlap}), all-MiniLM-L6-v2 on every side.",
         "",

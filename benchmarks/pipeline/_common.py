@@ -134,20 +134,12 @@ def faq_questions() -> list[str]:
 
 async def wait_worker(settings: Settings, timeout_s: float = 300.0) -> None:
     """Ready when an llm_echo question makes the round trip through Kafka, the worker and Triton."""
-    from schemas.events import AnswerDone, QueryOptions
-    from streams.client import KafkaAsker
+    from streams.client import wait_for_worker
 
-    deadline = time.monotonic() + timeout_s
-    async with KafkaAsker(settings) as asker:
-        while time.monotonic() < deadline:
-            request_id = await asker.send("ping", options=QueryOptions(max_tokens=1, model="llm_echo"))
-            try:
-                async for event in asker.events(request_id, timeout_s=10.0):
-                    if isinstance(event, AnswerDone):
-                        return
-            except TimeoutError:
-                continue
-    raise RuntimeError("the worker did not answer in time")
+    try:
+        await wait_for_worker(settings, timeout_s=timeout_s, attempt_s=10.0)
+    except TimeoutError:
+        raise RuntimeError("the worker did not answer in time") from None
 
 
 # --- statistics --------------------------------------------------------------------------------------------------

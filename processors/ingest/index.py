@@ -227,8 +227,8 @@ class MilvusIndex:
         for _ in range(SNAPSHOT_ATTEMPTS):
             swaps = await self.states.swaps(tenant)
             scored = await self._scored(tenant, query_text, query_vector, top_k, mode)
-            live = await self.states.live_versions(tenant, (hit["entity"]["doc_id"] for hit, _ in scored))
-            if await self.states.swaps(tenant) == swaps:
+            live, swaps_after = await self.states.live_versions(tenant, (hit["entity"]["doc_id"] for hit, _ in scored))
+            if swaps_after == swaps:
                 break  # no version went live or was deleted during the search: hits and live versions agree
         return self._live_passages(scored, live, top_k)
 

@@ -115,14 +115,17 @@ class DocStates:
             for live, hash_, chunks, latest, deleted in rows
         ]
 
-    async def live_versions(self, tenant: str, doc_ids: Iterable[str]) -> dict[str, int | None]:
-        """Live version per doc; None where the doc has no state (rows written by something else: shown)."""
+    async def live_versions(self, tenant: str, doc_ids: Iterable[str]) -> tuple[dict[str, int | None], int]:
+        """Live version per doc (None where the doc has no state: rows written by something else, shown), and the
+        tenant's swap count read after them, in one round trip."""
         ids = list(dict.fromkeys(doc_ids))
         pipe = self.redis.pipeline(transaction=False)
         for doc_id in ids:
             pipe.hget(self.key(tenant, doc_id), "live")
-        values: list[bytes | None] = await pipe.execute()
-        return {doc_id: (int(v) if v is not None else None) for doc_id, v in zip(ids, values, strict=True)}
+        pipe.get(self.swaps_key(tenant))
+        *values, swaps = await pipe.execute()
+        live = {doc_id: (int(v) if v is not None else None) for doc_id, v in zip(ids, values, strict=True)}
+        return live, int(swaps or 0)
 
     async def begin(self, tenant: str, doc_id: str, version: int) -> int:
         """Record that ``version`` is being built; returns the newest version seen (-1: already deleted)."""

@@ -51,6 +51,7 @@ from streams.app import Topics
 from streams.stage import Outbox, Stage, StageContext
 
 EMBED_BATCH = 32
+EMBED_FLUSHES = 3  # one more than the CPU embedder's two instances: a freed instance finds the next batch queued
 EMBED_CONCURRENCY = 128
 INDEX_BATCH = 256
 INDEX_CONCURRENCY = 512
@@ -128,8 +129,9 @@ class IngestServices:
             async def flush(texts: list[str]) -> list[Any]:
                 return list(await embedder.embed(texts))
 
-            # One flush more than the CPU embedder's two instances: a freed instance finds the next batch queued.
-            self._embed_batcher = MicroBatcher(flush, max_batch=self.embed_batch, max_wait_s=0.01, max_flushes=3)
+            self._embed_batcher = MicroBatcher(
+                flush, max_batch=self.embed_batch, max_wait_s=0.01, max_flushes=EMBED_FLUSHES
+            )
         return self._embed_batcher
 
     async def chunker(self) -> Chunker:
