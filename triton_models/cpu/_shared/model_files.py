@@ -156,7 +156,9 @@ def _save_converted(model, tokenizer, target: Path) -> None:
     """transformers refuses ``save_pretrained`` on a GGUF-loaded model; write config + safetensors directly."""
     from safetensors.torch import save_model
 
-    tmp = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None, prefix=target.name))
+    # A fresh machine has no cache folder yet; the temp dir must sit beside the target so the rename is atomic.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         config = model.config
         if hasattr(config, "quantization_config"):
