@@ -8,8 +8,9 @@ Starts one private stack on free ports in a temp dir (Kafka, Redis, Milvus, Trit
 llm_echo and the eval's model; a worker and the WebSocket bridge, like the pipeline benchmarks), ingests the Python
 docs once through Kafka into tenant "default", then runs, in this order:
 
-1. the eval (``streams.eval_run.evaluate``): the golden set through the real pipeline with the cache off, scored,
-   plus the retrieval comparison (dense, BM25, hybrid, each reranked); first, before any load test leaves a backlog;
+1. the eval (``streams.clients.evaluation.evaluate``): the golden set through the real pipeline with the cache off,
+   scored, plus the retrieval comparison (dense, BM25, hybrid, each reranked); first, before any load test leaves
+   a backlog;
 2. latency (``bench_latency.measure``): each rate through Kafka, then the same arrivals in-process;
 3. concurrency (``bench_concurrency.measure``): N WebSocket clients asking at once; last, because its largest level
    can leave unfinished requests queued.
@@ -52,10 +53,10 @@ from _common import (
 )
 
 from infra.settings import REPO_ROOT, Settings
-from processors.evaluation.bench_report import goals_summary
 from processors.evaluation.metrics import PassRule
-from processors.evaluation.report import load_average, run_facts
-from streams.eval_run import EvalConfig, evaluate, write_cases
+from processors.reporting.bench_sections import goals_summary
+from processors.reporting.machine import load_average, run_facts
+from streams.clients.evaluation import EvalConfig, evaluate, write_cases
 
 REPORTS = REPO_ROOT / "benchmarks" / "results" / "report"
 GOLDEN = REPO_ROOT / "benchmarks" / "eval" / "golden" / "python_faq.jsonl"

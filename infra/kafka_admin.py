@@ -1,4 +1,4 @@
-"""Idempotent topic creation from the single declaration in :mod:`streams.topics`."""
+"""Idempotent topic creation from the single declaration in :mod:`schemas.topics`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from infra.settings import Settings
-from streams.topics import TOPICS, TopicSpec
+from schemas.topics import TOPICS, TopicSpec
 
 
 async def ensure_topics(
@@ -19,8 +19,8 @@ async def ensure_topics(
     """Create missing topics; existing ones are left alone. Returns the names that were created."""
     wanted = [
         NewTopic(
-            name=spec.name(settings),
-            num_partitions=spec.partition_count(settings),
+            name=settings.topic(spec.topic),
+            num_partitions=spec.partition_count(settings.topic_partitions),
             replication_factor=1,
             topic_configs=dict(spec.config),
         )

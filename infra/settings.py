@@ -14,6 +14,8 @@ from typing import Literal
 
 import msgspec
 
+from schemas.topics import Topic, bridge_reply_topic, topic_name
+
 ENV_PREFIX = "RAGSTREAM_"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,4 +180,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def reply_topic(self) -> str:
-        return self.default_reply_topic or f"{self.topic_prefix}.answers.v1"
+        return self.default_reply_topic or self.topic(Topic.ANSWERS)
+
+    def topic(self, topic: Topic) -> str:
+        """The full name of ``topic`` in this deployment (the prefix, then the topic's versioned name)."""
+        return topic_name(topic, self.topic_prefix)
+
+    def bridge_reply_topic(self, instance: str) -> str:
+        return bridge_reply_topic(self.topic_prefix, instance)

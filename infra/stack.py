@@ -15,12 +15,12 @@ from pathlib import Path
 
 from infra.kafka_admin import ensure_topics
 from infra.services._process import Service, ServiceError, Status
-from infra.services.bridge import Bridge
+from infra.services.bridge import BridgeService
 from infra.services.kafka import Kafka
 from infra.services.milvus import Milvus
 from infra.services.redis import Redis
 from infra.services.triton import Triton
-from infra.services.worker import Worker
+from infra.services.worker import WorkerService
 from infra.settings import Settings
 
 __all__ = ["ServiceError", "Stack", "Status", "free_ports", "private_settings"]
@@ -74,8 +74,8 @@ class Stack:
                 Redis(settings),
                 Milvus(settings),
                 Triton(settings),
-                Worker(settings),
-                Bridge(settings),
+                WorkerService(settings),
+                BridgeService(settings),
             )
         }
 

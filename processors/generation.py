@@ -1,45 +1,148 @@
-"""Delta batching for streamed answers.
+"""Streaming text generation, independent of where the model runs.
 
-Kafka should carry tens of events per answer, not one per token, yet the client must see text at the model's pace:
-the first piece goes out at once (time to first token), later pieces are coalesced for at most ``max_delay_s``.
+:class:`Generator` is what the query path needs from a model server: stream the answer to a conversation, piece by
+piece. Triton implements it (:class:`processors.adapters.triton.TritonClient`), and so can any other backend.
+:class:`FallbackGenerator` tries models in order when one fails before its first token.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Literal, Protocol
 
-FinishReason = Literal["stop", "length", "cancelled", "refused", "blocked"]
+import msgspec
 
 
-class DeltaBatcher:
-    """Coalesces text pieces: flush on the first piece, then when ``max_delay_s`` or ``max_chars`` is reached."""
+class ChatMessage(msgspec.Struct, frozen=True):
+    role: Literal["system", "user", "assistant"]
+    content: str
 
-    def __init__(self, *, max_delay_s: float = 0.05, max_chars: int = 256) -> None:
-        self.max_delay_s = max_delay_s
-        self.max_chars = max_chars
-        self._parts: list[str] = []
-        self._pieces = 0
-        self._size = 0
-        self._since: float | None = None
-        self._flushed_once = False
 
-    def add(self, piece: str, now: float | None = None) -> tuple[str, int] | None:
-        """Buffer ``piece``; return ``(text, pieces)`` when it is time to send them."""
-        now = time.monotonic() if now is None else now
-        self._parts.append(piece)
-        self._pieces += 1
-        self._size += len(piece)
-        if self._since is None:
-            self._since = now
-        if not self._flushed_once or self._size >= self.max_chars or now - self._since >= self.max_delay_s:
-            self._flushed_once = True
-            return self.flush()
-        return None
+def as_messages(prompt: str | Sequence[ChatMessage], *, system: str | None = None) -> list[ChatMessage]:
+    messages = [ChatMessage("user", prompt)] if isinstance(prompt, str) else list(prompt)
+    if system is not None and (not messages or messages[0].role != "system"):
+        messages.insert(0, ChatMessage("system", system))
+    return messages
 
-    def flush(self) -> tuple[str, int] | None:
-        if not self._parts:
+
+class GenerationParams(msgspec.Struct, frozen=True, kw_only=True):
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop_words: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+class StreamStats(msgspec.Struct, kw_only=True):
+    """Filled in while a stream runs; read it after (or during) iteration.
+
+    The models here and TensorRT-LLM in streaming mode send one response per generated token, so ``chunks`` counts
+    tokens (a response held back for a partial UTF-8 character or a stop-word prefix merges two).
+    """
+
+    model: str
+    started: float
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    chunks: int = 0
+    cancelled: bool = False
+    # Attempts made (1 + retries), and the model that failed before ``model`` took over, if any.
+    attempts: int = 0
+    fallback_from: str | None = None
+    error: str | None = None
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_at is None else self.first_token_at - self.started
+
+    @property
+    def chunks_per_s(self) -> float | None:
+        if self.first_token_at is None or self.finished_at is None or self.chunks < 2:
             return None
-        text, pieces = "".join(self._parts), self._pieces
-        self._parts, self._pieces, self._size, self._since = [], 0, 0, None
-        return text, pieces
+        elapsed = self.finished_at - self.first_token_at
+        return (self.chunks - 1) / elapsed if elapsed > 0 else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode speed of this stream: tokens after the first over the time since the first."""
+        return self.chunks_per_s
+
+    @property
+    def total_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started
+
+
+class GenerationError(RuntimeError):
+    """A model failed or could not be reached.
+
+    ``retryable``: the same call may succeed later (server unavailable, overloaded, or a deadline passed) and no
+    output was produced yet, so repeating it cannot duplicate text. ``before_output``: nothing was yielded yet, so
+    another model may take over (what :class:`FallbackGenerator` does).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False, before_output: bool = True, status: str = "") -> None:
+        super().__init__(message)
+        self.retryable = retryable and before_output
+        self.before_output = before_output
+        self.status = status
+
+
+class Generator(Protocol):
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        *,
+        request_id: str = "",
+        stats: StreamStats | None = None,
+    ) -> AsyncIterator[str]:
+        """Yield the answer's text pieces as ``model`` produces them; raise :class:`GenerationError` on failure.
+
+        Closing or cancelling the iterator cancels the request in the model server.
+        """
+        ...
+
+
+class FallbackGenerator:
+    """Streams from the first model in ``models`` that produces output; the next one takes over on a failure
+    before the first token (model not loaded, overloaded, timed out, failed). After the first token there is no
+    switching: the caller has already shown that text.
+    """
+
+    def __init__(self, generator: Generator, models: Sequence[str]) -> None:
+        if not models:
+            raise ValueError("FallbackGenerator needs at least one model")
+        self.generator = generator
+        self.models = list(models)
+
+    async def generate(
+        self,
+        messages: str | Sequence[ChatMessage],
+        params: GenerationParams,
+        *,
+        request_id: str = "",
+        stats: StreamStats | None = None,
+        system: str | None = None,
+    ) -> AsyncGenerator[str, None]:
+        stats = stats if stats is not None else StreamStats(model=self.models[0], started=time.monotonic())
+        conversation = as_messages(messages, system=system)
+        failures: list[str] = []
+        for index, model in enumerate(self.models):
+            pieces = self.generator.stream(model, conversation, params, request_id=request_id, stats=stats)
+            try:
+                async for piece in pieces:
+                    yield piece
+                return
+            except GenerationError as exc:
+                if not exc.before_output or index + 1 == len(self.models):
+                    raise
+                failures.append(str(exc))
+                stats.fallback_from = model
+            finally:
+                aclose = getattr(pieces, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+        raise GenerationError("; ".join(failures))  # loop always returns or raises; kept for type checkers

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-import faust
 import msgspec
 
 from schemas.events import AnyEvent
@@ -40,32 +39,10 @@ class EventDecoder(Generic[T]):
             return self._decoder.decode(data)
         except msgspec.DecodeError as exc:
             raise DecodeError(str(exc)) from None
+        except RecursionError:  # deeply nested input: the input's fault, like any other malformed event
+            raise DecodeError("undecodable event: nested too deeply") from None
+        except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+            raise DecodeError(f"undecodable event: {type(exc).__name__}: {exc}") from None
 
 
 any_event_decoder: EventDecoder[AnyEvent] = EventDecoder(AnyEvent)
-
-
-class MsgspecCodec(faust.Codec):
-    """Faust codec for ragstream events: ``topic.send(value=event)`` writes MessagePack.
-
-    Loading returns a decoded event of ``event_type`` (any ragstream event by default). Agents normally read raw
-    bytes and decode with :class:`EventDecoder` so a bad message becomes a dead letter rather than a crash.
-    """
-
-    def __init__(self, event_type: Any = AnyEvent, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._event_decoder: EventDecoder[Any] = EventDecoder(event_type)
-
-    def _dumps(self, obj: Any) -> bytes:
-        if isinstance(obj, bytes | bytearray):
-            return bytes(obj)
-        if not isinstance(obj, msgspec.Struct):
-            raise TypeError(f"ragstream events must be msgspec Structs, not {type(obj).__name__}")
-        return encode(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return self._event_decoder.decode(s)
-
-
-CODEC_NAME = "ragstream-msgpack"
-faust.serializers.codecs.register(CODEC_NAME, MsgspecCodec())

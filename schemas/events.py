@@ -179,22 +179,6 @@ class PromptRef(msgspec.Struct, kw_only=True, frozen=True):
     content_hash: str
 
 
-class GuardedQuery(Event, tag="query.guarded"):
-    """The request after input screening; ``question`` is the text later stages may see (masked)."""
-
-    request: QueryRequest
-    question: str
-    verdict: GuardVerdict
-    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
-
-
-class RetrievedQuery(Event, tag="query.retrieved"):
-    request: QueryRequest
-    question: str
-    passages: list[Passage]
-    timings_ms: dict[str, float] = msgspec.field(default_factory=dict)
-
-
 class PromptedQuery(Event, tag="query.prompted"):
     """Everything generation needs: the rendered prompt, the model, and the sources behind each [n]."""
 
@@ -208,9 +192,6 @@ class PromptedQuery(Event, tag="query.prompted"):
     # The (masked) question's embedding, so the answer can be cached without embedding it again.
     embedding: list[float] = msgspec.field(default_factory=list)
     input_verdict: GuardVerdict | None = None
-
-
-QueryStageEvent = QueryRequest | GuardedQuery | RetrievedQuery | PromptedQuery
 
 
 class CancelRequest(Event, tag="query.cancel"):
@@ -368,8 +349,6 @@ AnyEvent = (
     | DocumentIndexed
     | CacheInvalidation
     | QueryRequest
-    | GuardedQuery
-    | RetrievedQuery
     | PromptedQuery
     | CancelRequest
     | TokenDelta

@@ -6,18 +6,24 @@ started once per session by the project's own :class:`infra.stack.Stack` and sto
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 
 from infra.settings import Settings
 from infra.stack import Stack, private_settings
-from streams import ingest_client
+from streams.clients import ingest as ingest_client
 
 
 def isolated_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -81,9 +87,61 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+KEY = "test-key"  # the API key test bridges accept (tenant "acme")
+
+
+class BridgeProcess:
+    """``ragstream bridge`` as a real subprocess, stopped with SIGTERM like an orchestrator does."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "bridge"],
+            env=settings_env(settings),
+            stdout=log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.settings.bridge_port}"
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> None:
+        health = f"http://127.0.0.1:{self.settings.bridge_port}/healthz"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited:\n{self.log()[-3000:]}")
+            try:
+                await asyncio.to_thread(urllib.request.urlopen, health, timeout=1.0)
+                return
+            except OSError:
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"bridge not ready:\n{self.log()[-3000:]}")
+
+    def terminate(self, timeout_s: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def client(url: str, key: str = KEY, **kwargs: Any) -> connect:
+    return connect(url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=30, **kwargs)
+
+
 async def wait_worker_ready(settings: Settings, worker: WorkerProcess, timeout_s: float = 120.0) -> None:
     """Ready means a request made the full round trip through Kafka, the worker and Triton."""
-    from streams.client import wait_for_worker
+    from streams.clients.asker import wait_for_worker
 
     def alive() -> None:
         if not worker.alive():

@@ -54,7 +54,8 @@ def imported_modules(path: Path, name: str, known: set[str]) -> Iterator[tuple[s
                 base = ".".join([*anchor, base] if base else anchor)
             # ``from pkg import mod`` imports the submodule when one exists, else a name of ``pkg``
             targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
-        for target in targets:
+        for imported in targets:
+            target = imported
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target.split(".")[0] in LAYERS:
@@ -118,9 +119,7 @@ def test_no_module_imports_itself_through_a_cycle() -> None:
         ("from . import codec\n", "schemas.codec"),
     ],
 )
-def test_the_import_walker_resolves_absolute_and_relative_imports(
-    tmp_path: Path, source: str, expected: str
-) -> None:
+def test_the_import_walker_resolves_absolute_and_relative_imports(tmp_path: Path, source: str, expected: str) -> None:
     path = tmp_path / "schemas" / "events.py"
     path.parent.mkdir()
     path.write_text(source)

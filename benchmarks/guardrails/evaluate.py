@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pii_data import TYPES, PiiGenerator, Sample  # noqa: E402
 
-from processors.evaluation.report import describe_machine, machine_info  # noqa: E402
 from processors.guardrails import injection_train as it  # noqa: E402
 from processors.guardrails.injection import InjectionDetector, rule_hits  # noqa: E402
 from processors.guardrails.input_guard import InputGuard  # noqa: E402
@@ -43,6 +42,7 @@ from processors.guardrails.pii import (  # noqa: E402
 from processors.guardrails.policy import GuardPolicy  # noqa: E402
 from processors.guardrails.stream_guard import PiiStreamMasker, check_groundedness, split_sentences  # noqa: E402
 from processors.guardrails.toxicity import TOXIC_RULES, ToxicityScorer  # noqa: E402
+from processors.reporting.machine import describe_machine, machine_info  # noqa: E402
 
 OUT_DIR = ROOT / "benchmarks" / "results" / "guardrails"
 FAQ_DIR = Path("/usr/share/doc/python3.11/html/faq")

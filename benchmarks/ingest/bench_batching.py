@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from infra.settings import Settings
-from processors.embedder import TritonEmbedder
-from processors.evaluation.report import describe_machine, machine_info
+from processors.adapters.embedder import TritonEmbedder
+from processors.adapters.triton import TritonClient
 from processors.ingest.chunking import token_chunker
 from processors.ingest.loaders import load_html
-from processors.triton_client import TritonClient
+from processors.reporting.machine import describe_machine, machine_info
 
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 
@@ -70,13 +70,12 @@ async def upsert_rates(
     settings: Settings, texts: list[str], sizes: list[int], rows_per_size: int
 ) -> list[dict[str, float]]:
     import redis.asyncio as aioredis
-    from pymilvus import AsyncMilvusClient
 
-    from processors.ingest.index import MilvusIndex
-    from processors.ingest.state import DocStates
+    from processors.adapters.doc_states import DocStates
+    from processors.adapters.milvus import MilvusIndex, milvus_client
 
     redis = aioredis.Redis.from_url(settings.redis_address)
-    client = AsyncMilvusClient(uri=settings.milvus_address)
+    client = milvus_client(settings.milvus_address)
     index = MilvusIndex(client, settings.milvus_address, DocStates(redis), collection="bench_batching_chunks")
     rng = np.random.default_rng(0)
     results = []

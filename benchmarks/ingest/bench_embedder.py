@@ -63,7 +63,7 @@ def main() -> None:
     from bench_batching import sample_chunks  # this folder is on sys.path when run as a script
 
     from infra.settings import Settings
-    from processors.evaluation.report import describe_machine, machine_info
+    from processors.reporting.machine import describe_machine, machine_info
 
     texts = args.out / "embedder-texts.json"
     args.out.mkdir(parents=True, exist_ok=True)

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from infra.settings import Settings
-from processors.evaluation.report import describe_machine, machine_info
 from processors.ingest.chunking import token_chunker
 from processors.ingest.tokenizer import tokenizer_path
-from streams import ingest_client
+from processors.reporting.machine import describe_machine, machine_info
+from streams.clients import ingest as ingest_client
 
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 # LlamaIndex's embedding on its side: its own in-process HuggingFaceEmbedding, and ragstream's Triton embedder.

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from infra.settings import REPO_ROOT, Settings
-from processors.embedder import TritonEmbedder
-from processors.evaluation.report import describe_machine, machine_info
-from processors.models import ChatMessage, render_chat
-from processors.triton_client import GenerationParams, StreamStats, TritonClient
+from processors.adapters.chat_formats import render_chat
+from processors.adapters.embedder import TritonEmbedder
+from processors.adapters.triton import TritonClient
+from processors.generation import ChatMessage, GenerationParams, StreamStats
+from processors.reporting.machine import describe_machine, machine_info
 
 CHAT_MODELS = {"llm_small": "smollm2", "llm_large": "qwen2.5"}
 QUESTIONS = [

@@ -1,6 +1,6 @@
 """Shared parts of the pipeline benchmarks and ``benchmarks/run_all.py``: a private stack, the corpus, questions,
 statistics, process memory and the results folder (summary.json, summary.md and PNGs, written by
-``processors.evaluation.report.write_run``)."""
+``processors.reporting.report.write_run``)."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def bench_stack(reuse_env: bool, services: Sequence[str], **overrides: object) -
 async def ingest_corpus(settings: Settings, tenant: str, corpus: Sequence[Path] = CORPUS_DIRS) -> dict[str, Any]:
     """Ingest through Kafka and wait for the index acks. A folder's pages get its name as doc id prefix
     ("faq/design.html", as in the golden set), so two folders' index.html do not replace each other."""
-    from streams.ingest_client import format_report, ingest
+    from streams.clients.ingest import format_report, ingest
 
     paths = [d for d in corpus if d.exists()]
     if not paths:
@@ -134,7 +134,7 @@ def faq_questions() -> list[str]:
 
 async def wait_worker(settings: Settings, timeout_s: float = 300.0) -> None:
     """Ready when an llm_echo question makes the round trip through Kafka, the worker and Triton."""
-    from streams.client import wait_for_worker
+    from streams.clients.asker import wait_for_worker
 
     try:
         await wait_for_worker(settings, timeout_s=timeout_s, attempt_s=10.0)
@@ -286,7 +286,8 @@ def stamped_dir(root: Path, name: str = "") -> Path:
 
 def publish(out_dir: Path, title: str, summary: dict[str, Any]) -> Path:
     """summary.json, summary.md and the figures in ``out_dir`` (see ``report.write_run``); prints the Markdown."""
-    from processors.evaluation.report import load_average, write_run
+    from processors.reporting.machine import load_average
+    from processors.reporting.report import write_run
 
     summary.setdefault("load_average_end", load_average())
     md_path = write_run(out_dir, title, summary)

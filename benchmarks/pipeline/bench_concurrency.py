@@ -49,8 +49,8 @@ from _common import (
 from websockets.asyncio.client import ClientConnection, connect
 
 from infra.settings import Settings
-from processors.evaluation.bench_report import goals_summary
-from processors.evaluation.report import run_facts
+from processors.reporting.bench_sections import goals_summary
+from processors.reporting.machine import run_facts
 
 NO_DOCS_KEY = "bench-nodocs"
 

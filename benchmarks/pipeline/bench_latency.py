@@ -51,9 +51,9 @@ from _common import (
 )
 
 from infra.settings import Settings
-from processors.evaluation.bench_report import PREPARE_STAGES, STAGES, goals_summary
 from processors.evaluation.metrics import decode_tokens_per_s
-from processors.evaluation.report import run_facts
+from processors.reporting.bench_sections import PREPARE_STAGES, STAGES, goals_summary
+from processors.reporting.machine import run_facts
 from schemas.events import AnswerDone, AnswerError, AnswerEvent, QueryOptions, QueryRequest, ReplyTo, TokenDelta
 
 # What the stack needs for this benchmark: a long request timeout, so overload shows as latency, not errors.
@@ -152,7 +152,7 @@ def options(max_tokens: int) -> QueryOptions:
 async def run_kafka(
     settings: Settings, questions: list[str], schedule: list[float], max_tokens: int, tenant: str, drain_s: float
 ) -> list[Sample]:
-    from streams.client import KafkaAsker
+    from streams.clients.asker import KafkaAsker
 
     samples = [Sample(i, s) for i, s in enumerate(schedule)]
     async with KafkaAsker(settings) as asker:
@@ -271,7 +271,7 @@ def rate_run(rate: float, kafka: dict[str, Any], local: dict[str, Any] | None) -
 async def measure(settings: Settings, config: LatencyConfig, tenant: str) -> list[dict[str, Any]]:
     """Every rate through Kafka, then (for ``config.rates``) the same arrivals in-process. The corpus must be
     ingested for ``tenant`` and the worker up (:func:`wait_worker`)."""
-    from streams.agents._resources import Resources
+    from streams.worker.resources import Resources
 
     pool = faq_questions()
     resources = Resources(settings)

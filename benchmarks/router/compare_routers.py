@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from processors.router import FeatureRouter, HeuristicRouter, Router  # noqa: E402
+from processors.query.router import FeatureRouter, HeuristicRouter, Router  # noqa: E402
 from schemas.events import Passage  # noqa: E402
 
 FAQ_DIR = Path("/usr/share/doc/python3.11/html/faq")

@@ -61,7 +61,7 @@ ensure_env() {
   fi
 }
 
-install_app() { "$1/bin/pip" install -q -e '.[dev]'; }
+install_app() { "$1/bin/pip" install -q -e '.[dev,report]'; }
 
 install_models() {
   "$1/bin/pip" install -q -r triton_models/cpu/requirements.txt

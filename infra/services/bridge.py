@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from infra.services._process import Launch, Service
 
 
-class Bridge(Service):
+class BridgeService(Service):
     name = "bridge"
 
     @property

@@ -122,7 +122,7 @@ class Kafka(Service):
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.home / "data"),
             "num.partitions": str(s.topic_partitions),
-            # Topics are declared in streams/topics.py and created by `ragstream up`; a typo must not create one.
+            # Topics are declared in schemas/topics.py and created by `ragstream up`; a typo must not create one.
             "auto.create.topics.enable": "false",
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "8",

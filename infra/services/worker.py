@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from infra.services._process import Launch, Service
 
 
-class Worker(Service):
+class WorkerService(Service):
     name = "worker"
 
     @property

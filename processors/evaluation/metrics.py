@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from processors.citations import cited_numbers, is_refusal_text, strip_citations
 from processors.evaluation.golden import Relevant
 from processors.guardrails.stream_guard import check_groundedness
 from schemas.events import Citation, Passage
 
-REFUSAL_PREFIX = "I don't have enough information"
-_CITE = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 _ARTICLES = {"a", "an", "the"}
 _SPACE = re.compile(r"\s+")
@@ -121,10 +120,6 @@ def retrieval_scores(ranked: Sequence[Passage], relevant: Sequence[Relevant]) ->
 # --- answers ---------------------------------------------------------------------------------------------------
 
 
-def strip_citations(text: str) -> str:
-    return _SPACE.sub(" ", _CITE.sub(" ", text)).strip()
-
-
 def tokens(text: str) -> list[str]:
     """SQuAD-style normalisation: lower case, word characters, no articles."""
     return [t for t in _TOKEN.findall(strip_citations(text).lower()) if t not in _ARTICLES]
@@ -188,15 +183,11 @@ class CitationCheck:
     not_retrieved: list[int] = field(default_factory=list)  # citations whose chunk was not retrieved
 
 
-def cited_numbers(text: str) -> list[int]:
-    return sorted({int(n) for group in _CITE.findall(text) for n in re.split(r"\s*[,;]\s*", group)})
-
-
 def citation_validity(text: str, citations: Sequence[Citation], retrieved_ids: Iterable[str]) -> CitationCheck:
     """Every [n] in the answer must name a returned citation, and that citation's chunk must have been retrieved."""
     by_number = {c.number: c for c in citations}
     retrieved = set(retrieved_ids)
-    numbers = cited_numbers(text)
+    numbers = sorted(cited_numbers(text))
     unknown = [n for n in numbers if n not in by_number]
     not_retrieved = [n for n in numbers if n in by_number and by_number[n].chunk_id not in retrieved]
     return CitationCheck(not unknown and not not_retrieved, len(numbers), unknown, not_retrieved)
@@ -206,7 +197,7 @@ def is_refusal(finish_reason: str | None, text: str, error_code: str | None = No
     """The pipeline declined: a refusal finish, an input-guard block, or the refusal sentence itself."""
     if finish_reason in ("refused", "blocked") or error_code == "blocked":
         return True
-    return strip_citations(text).startswith(REFUSAL_PREFIX)
+    return is_refusal_text(text)
 
 
 @dataclass(frozen=True)

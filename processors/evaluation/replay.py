@@ -1,6 +1,6 @@
 """Replay diffs: how a candidate configuration (model, prompt version) answers recorded traffic differently.
 
-Pure code; reading the ``queries`` log and re-issuing requests is :mod:`streams.eval_replay`. Each recorded request
+Pure code; reading the ``queries`` log and re-issuing requests is :mod:`streams.clients.replay`. Each recorded request
 is answered twice in the same replay run, once with its recorded options (the baseline) and once with the
 candidate's, so a difference comes from the change and not from an index, cache or load that moved since the
 traffic was recorded (the original answers are often gone anyway: bridge reply topics keep minutes, ``answers``

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from processors.guardrails.injection import MODEL_PATH, LinearTextModel, featurize
+from processors.guardrails.injection_model import MODEL_PATH, LinearTextModel, featurize
 
 Dataset = Literal["slabs", "neuralchemy"]
 Split = Literal["train", "validation", "test"]

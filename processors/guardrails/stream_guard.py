@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from processors.citations import MARKER, cited_numbers
 from processors.guardrails.pii import (
     PATTERN_ENTITIES,
     PatternSpec,
@@ -114,7 +115,6 @@ class PiiStreamMasker:
 
 _WORD_RE: Final = re.compile(r"[a-z0-9]+")
 _PLACEHOLDER_RE: Final = re.compile(r"<[A-Z_]+>")
-_CITE_RE: Final = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 _SENT_RE: Final = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 STOPWORDS: Final = frozenset(
     """a about above after again against all also am an and any are as at be because been before being below
@@ -136,7 +136,7 @@ def _stem(word: str) -> str:
 
 
 def content_words(text: str) -> set[str]:
-    text = _PLACEHOLDER_RE.sub(" ", _CITE_RE.sub(" ", text)).lower()
+    text = _PLACEHOLDER_RE.sub(" ", MARKER.sub(" ", text)).lower()
     return {_stem(w) for w in _WORD_RE.findall(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
 
 
@@ -150,10 +150,6 @@ def support(sentence: str, passage: str) -> float:
 
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENT_RE.split(text) if s and s.strip()]
-
-
-def cited_numbers(text: str) -> list[int]:
-    return [int(n) for group in _CITE_RE.findall(text) for n in re.split(r"\s*[,;]\s*", group)]
 
 
 @dataclass(frozen=True, slots=True)

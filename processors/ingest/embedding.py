@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from processors.embedder import Embedder, Vectors
+from processors.protocols import Embedder, Vectors
 
 DEFAULT_PREFIX = "ragstream:emb"
 DEFAULT_TTL_S = 30 * 24 * 3600
@@ -24,7 +24,7 @@ def text_key(prefix: str, model: str, text: str) -> str:
 
 
 class CachedEmbedder:
-    """Wraps an :class:`~processors.embedder.Embedder`; duplicate texts within one call are embedded once."""
+    """Wraps an :class:`~processors.protocols.Embedder`; duplicate texts within one call are embedded once."""
 
     def __init__(
         self,

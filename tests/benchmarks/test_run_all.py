@@ -18,10 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.settings import REPO_ROOT, Settings
-from processors.evaluation.bench_report import GOAL_OVERHEAD_P99_MS, goals_summary
-from processors.evaluation.report import describe_machine, git_commit, run_facts, write_run
-from streams.eval_run import EvalConfig
-from streams.eval_run import summarize as summarize_eval
+from processors.evaluation.scoring import summarize as summarize_eval
+from processors.reporting.bench_sections import GOAL_OVERHEAD_P99_MS, goals_summary
+from processors.reporting.machine import describe_machine, git_commit, run_facts
+from processors.reporting.report import write_run
+from streams.clients.evaluation import EvalConfig
 
 sys.path[:0] = [str(REPO_ROOT / "benchmarks"), str(REPO_ROOT / "benchmarks" / "pipeline")]
 # The scripts are not a package; import them from their folders (a failed import must fail the tests, not skip them).
@@ -141,7 +142,8 @@ def parts() -> dict[str, Any]:
     rates = [20.0, 25.0, 28.0, 35.0]
     records = [case_record(i, refusal=False, ndcg=ndcg, ttft=700.0 + i, tokens_per_s=rates[i]) for i in range(4)]
     records.append(case_record(4, refusal=True, ndcg=ndcg, ttft=300.0, tokens_per_s=0.0))
-    evaluation = summarize_eval(EvalConfig(golden=Path("golden.jsonl")), SETTINGS, records, "run1", 30.0)
+    config = EvalConfig(golden=Path("golden.jsonl"))
+    evaluation = summarize_eval(config.description(), config.options(SETTINGS), records, "run1", 30.0)
     return {
         "latency": latency,
         "concurrency": concurrency,
@@ -226,7 +228,7 @@ def test_goals_follow_the_measurements(parts: dict[str, Any]) -> None:
 
 
 def test_report_folder_renders_again_with_eval_report(parts: dict[str, Any], tmp_path: Path) -> None:
-    from streams.cli import cli
+    from streams.cli.app import cli
 
     summary = run_all.assemble(
         run_facts(),

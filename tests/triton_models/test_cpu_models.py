@@ -19,10 +19,11 @@ import pytest
 
 from infra.settings import Settings
 from infra.stack import Stack
-from processors.embedder import TritonEmbedder
-from processors.models import ChatMessage, render_chat
-from processors.reranker import TritonReranker
-from processors.triton_client import GenerationParams, StreamStats, TritonClient
+from processors.adapters.chat_formats import render_chat
+from processors.adapters.embedder import TritonEmbedder
+from processors.adapters.reranker import TritonReranker
+from processors.adapters.triton import TritonClient
+from processors.generation import ChatMessage, GenerationParams, StreamStats
 
 pytestmark = pytest.mark.services
 

@@ -1,0 +1,290 @@
+"""The one async Triton client every stage uses (gRPC, ``tritonclient.grpc.aio``); a :class:`Generator`.
+
+Generation speaks the TensorRT-LLM ensemble contract in :mod:`schemas.triton`, so the same code streams from the
+CPU models in ``triton_models/cpu`` and from TensorRT-LLM engines in production. Closing or cancelling the
+iterator cancels the request inside Triton (the model sees ``request.is_cancelled()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from processors.adapters.chat_formats import model_info, render_chat
+from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats
+from schemas.triton import GENERATION_INPUTS
+
+_SPECS = {spec.name: spec for spec in GENERATION_INPUTS}
+
+
+class TritonError(GenerationError):
+    """Triton failed or could not be reached (see :class:`GenerationError` for ``retryable``/``before_output``)."""
+
+
+# gRPC statuses after which the same request may succeed if sent again.
+_TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "UNKNOWN")
+
+
+def _status_of(exc: BaseException) -> str:
+    status = getattr(exc, "status", None)
+    value = status() if callable(status) else getattr(exc, "code", lambda: "")()
+    return str(value or "").rsplit(".", 1)[-1].upper()
+
+
+def _classify(model: str, exc: BaseException, *, before_output: bool) -> TritonError:
+    if isinstance(exc, TritonError):
+        return exc
+    # grpc.aio errors surface as AioRpcError (an Exception), Triton's as InferenceServerException.
+    message = exc.message() or str(exc) if isinstance(exc, InferenceServerException) else f"{type(exc).__name__}: {exc}"
+    status = _status_of(exc)
+    retryable = status in _TRANSIENT or isinstance(exc, TimeoutError)
+    return TritonError(f"{model}: {message}", retryable=retryable, before_output=before_output, status=status)
+
+
+def _tensor(name: str, value: Any) -> grpcclient.InferInput:
+    spec = _SPECS[name]
+    if spec.data_type == "TYPE_STRING":
+        items = [value] if isinstance(value, str) else list(value)
+        array = np.array([[item.encode("utf-8") for item in items]], dtype=np.object_)
+    else:
+        dtype = {
+            "TYPE_INT32": np.int32,
+            "TYPE_UINT64": np.uint64,
+            "TYPE_FP32": np.float32,
+            "TYPE_BOOL": np.bool_,
+        }
+        array = np.array([[value]], dtype=dtype[spec.data_type])
+    tensor = grpcclient.InferInput(name, list(array.shape), spec.client_dtype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def generation_inputs(prompt: str, params: GenerationParams, *, stream: bool = True) -> list[grpcclient.InferInput]:
+    inputs = [
+        _tensor("text_input", prompt),
+        _tensor("max_tokens", params.max_tokens),
+        _tensor("stream", stream),
+        _tensor("temperature", params.temperature),
+        _tensor("top_p", params.top_p),
+    ]
+    if params.top_k:
+        inputs.append(_tensor("top_k", params.top_k))
+    if params.stop_words:
+        inputs.append(_tensor("stop_words", params.stop_words))
+    if params.seed is not None:
+        inputs.append(_tensor("seed", params.seed))
+    return inputs
+
+
+def _text_of(result: Any) -> str:
+    array = result.as_numpy("text_output")
+    if array is None:
+        return ""
+    return "".join(item.decode("utf-8", errors="replace") for item in array.reshape(-1))
+
+
+_MAX_MESSAGE = 2**31 - 1
+# gRPC's default reconnect backoff grows to two minutes: after a Triton restart a worker would keep failing long
+# after the server is back. Cap it at a second.
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", _MAX_MESSAGE),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+class TritonClient:
+    """A long-lived connection to one Triton server. Create once per process; safe for concurrent use.
+
+    Deadlines: ``timeout_s`` bounds a whole call (a stream included); ``first_token_timeout_s`` bounds the wait for
+    a stream's first token. Retries: ``infer`` (embedder, reranker: pure functions) retries transient failures;
+    ``generate`` retries only before its first token, where a retry cannot repeat text the caller has seen.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 30.0,
+        first_token_timeout_s: float | None = None,
+        retries: int = 2,
+        backoff_s: float = 0.1,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.first_token_timeout_s = first_token_timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def is_ready(self, model: str | None = None) -> bool:
+        try:
+            if model is None:
+                return bool(await self._client.is_server_ready())
+            return bool(await self._client.is_model_ready(model))
+        except Exception:  # unreachable server: not ready
+            return False
+
+    async def stream(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        *,
+        request_id: str = "",
+        stats: StreamStats | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """:class:`~processors.generation.Generator`: the conversation in ``model``'s chat format
+        (:func:`~processors.adapters.chat_formats.render_chat`), with its end-of-turn token as a stop word too."""
+        info = model_info(model)
+        stops = tuple(dict.fromkeys((*params.stop_words, *info.stop_words)))
+        model_params = msgspec.structs.replace(params, stop_words=stops)
+        pieces = self.generate(model, render_chat(model, messages), model_params, request_id=request_id, stats=stats)
+        try:
+            async for piece in pieces:
+                yield piece
+        finally:
+            await pieces.aclose()
+
+    async def generate(
+        self,
+        model: str,
+        prompt: str,
+        params: GenerationParams,
+        *,
+        request_id: str = "",
+        stats: StreamStats | None = None,
+        timeout_s: float | None = None,
+        first_token_timeout_s: float | None = None,
+        retries: int | None = None,
+    ) -> AsyncGenerator[str, None]:
+        """Yield text pieces as the model produces them; ``prompt`` is already in the model's chat format.
+
+        Raises :class:`TritonError` on failure. A failure before the first piece is retried (up to ``retries``
+        times, transient errors only); nothing is retried once a piece has been yielded: the caller has already
+        shown it, and a retry would repeat it. Closing or cancelling the iterator cancels the request in Triton.
+        """
+        stats = stats if stats is not None else StreamStats(model=model, started=time.monotonic())
+        stats.model = model
+        attempts = 1 + (self.retries if retries is None else retries)
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        first_timeout = first_token_timeout_s or self.first_token_timeout_s
+        for attempt in range(attempts):
+            stats.attempts += 1
+            # Closed explicitly: when the caller stops early, the gRPC call must be cancelled now, not at GC.
+            stream = self._stream_once(model, prompt, params, request_id, stats, deadline, first_timeout)
+            try:
+                async for piece in stream:
+                    yield piece
+                return
+            except TritonError as exc:
+                stats.error = str(exc)
+                remaining = deadline - time.monotonic()
+                delay = self.backoff_s * (2**attempt)
+                if not exc.retryable or attempt + 1 >= attempts or remaining <= delay:
+                    raise
+                await asyncio.sleep(delay)
+            finally:
+                await stream.aclose()
+
+    async def _stream_once(
+        self,
+        model: str,
+        prompt: str,
+        params: GenerationParams,
+        request_id: str,
+        stats: StreamStats,
+        deadline: float,
+        first_token_timeout_s: float | None,
+    ) -> AsyncGenerator[str, None]:
+        request = {"model_name": model, "inputs": generation_inputs(prompt, params), "request_id": request_id}
+
+        async def one_request() -> AsyncIterator[dict[str, Any]]:
+            # Ending the request stream half-closes the call; Triton ends it after the model's final response.
+            yield request
+
+        remaining = max(deadline - time.monotonic(), 0.001)
+        responses = self._client.stream_infer(one_request(), stream_timeout=remaining)
+        iterator = responses.__aiter__()
+        finished = False
+        try:
+            while True:
+                wait = max(deadline - time.monotonic(), 0.001)
+                if stats.first_token_at is None and first_token_timeout_s is not None:
+                    wait = min(wait, first_token_timeout_s)
+                try:
+                    async with asyncio.timeout(wait):
+                        result, error = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    what = "first token" if stats.first_token_at is None else "end of stream"
+                    raise TritonError(
+                        f"{model}: no {what} within the deadline",
+                        retryable=True,
+                        before_output=stats.chunks == 0,
+                        status="DEADLINE_EXCEEDED",
+                    ) from None
+                if error is not None:
+                    raise _classify(model, error, before_output=stats.chunks == 0)
+                piece = _text_of(result)
+                if piece:
+                    if stats.first_token_at is None:
+                        stats.first_token_at = time.monotonic()
+                    stats.chunks += 1
+                    yield piece
+            finished = True
+        except asyncio.CancelledError:
+            stats.cancelled = True
+            raise
+        except Exception as exc:
+            raise _classify(model, exc, before_output=stats.chunks == 0) from None
+        finally:
+            stats.finished_at = time.monotonic()
+            if not finished:
+                # Closed early (caller stopped, cancelled, or an error): cancel the call so the model stops.
+                if not isinstance(sys.exc_info()[1], TritonError):
+                    stats.cancelled = True
+                responses.cancel()
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Sequence[grpcclient.InferInput],
+        outputs: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        retries: int | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Plain request/response inference (embedder, reranker); transient failures are retried (idempotent)."""
+        attempts = 1 + (self.retries if retries is None else retries)
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        for attempt in range(attempts):
+            try:
+                result = await self._client.infer(
+                    model,
+                    list(inputs),
+                    outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
+                    client_timeout=max(deadline - time.monotonic(), 0.001),
+                )
+                return {name: result.as_numpy(name) for name in outputs}
+            except Exception as exc:
+                error = _classify(model, exc, before_output=True)
+                delay = self.backoff_s * (2**attempt)
+                if not error.retryable or attempt + 1 >= attempts or deadline - time.monotonic() <= delay:
+                    raise error from None
+                await asyncio.sleep(delay)
+        raise TritonError(f"{model}: no attempt made")  # attempts >= 1, so unreachable

@@ -1,0 +1,183 @@
+"""The ``ragstream`` command: run the local stack, the worker, and talk to the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from streams.cli._common import settings_or_exit
+from streams.cli.eval import eval_cli
+from streams.cli.prompts import prompts_cli
+
+cli = typer.Typer(
+    name="ragstream",
+    help="Streaming RAG with guardrails on Kafka, Faust, Milvus, Redis and Triton.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+cli.add_typer(prompts_cli, name="prompts")
+cli.add_typer(eval_cli, name="eval")
+
+ServiceNames = Annotated[
+    list[str] | None,
+    typer.Argument(help="Services: kafka, redis, milvus, triton (the default set for up) and worker."),
+]
+
+
+def _print_status(rows: list[tuple[str, str, str, str, str]]) -> None:
+    typer.echo(f"{'SERVICE':<8} {'STATE':<10} {'PID':<8} {'ADDRESS':<28} DETAIL")
+    for name, state, pid, address, detail in rows:
+        typer.echo(f"{name:<8} {state:<10} {pid:<8} {address:<28} {detail}")
+
+
+@cli.command()
+def up(services: ServiceNames = None) -> None:
+    """Start the local services (idempotent) and create the topics."""
+    from infra.stack import ServiceError, Stack
+
+    stack = Stack(settings_or_exit())
+    try:
+        statuses = stack.up(services or [])
+    except ServiceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _print_status([(s.name, s.state, str(s.pid or "-"), s.address, s.detail) for s in statuses])
+
+
+@cli.command()
+def down(services: ServiceNames = None) -> None:
+    """Stop the local services by the PIDs recorded at start."""
+    from infra.stack import Stack
+
+    for name, stopped in Stack(settings_or_exit()).down(services or []):
+        typer.echo(f"{name:<8} {'stopped' if stopped else 'was not running'}")
+
+
+@cli.command()
+def status(services: ServiceNames = None) -> None:
+    """Health of each local service. Exit code 1 if an infrastructure service (or a named one) is not up."""
+    from infra.stack import INFRASTRUCTURE, Stack
+
+    statuses = Stack(settings_or_exit()).status(services or [])
+    _print_status([(s.name, s.state, str(s.pid or "-"), s.address, s.detail) for s in statuses])
+    required = set(services or INFRASTRUCTURE)
+    if any(s.state != "up" for s in statuses if s.name in required):
+        raise typer.Exit(1)
+
+
+@cli.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Concurrent generations per worker.")] = 32,
+) -> None:
+    """Run a Faust worker with every agent."""
+    from streams.worker.main import run_worker
+
+    run_worker(settings_or_exit(), generation_concurrency=concurrency)
+
+
+@cli.command()
+def bridge() -> None:
+    """Run the WebSocket bridge on settings.host:bridge_port until SIGTERM (protocol: README.md)."""
+    from streams.bridge.server import run_bridge
+
+    run_bridge(settings_or_exit())
+
+
+@cli.command()
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="Files or directories (txt md rst html pdf); --delete: doc ids.")],
+    tenant: Annotated[str, typer.Option(help="Tenant the documents belong to.")] = "default",
+    prefix: Annotated[str, typer.Option(help="Prefix for doc ids (paths relative to each directory given).")] = "",
+    force: Annotated[bool, typer.Option(help="Re-index unchanged files too (embeddings come from the cache).")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete the documents whose ids are given.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the index acknowledgements.")] = 900.0,
+) -> None:
+    """Send documents through Kafka to the indexer and wait until they are searchable."""
+    from streams.clients import ingest as ingest_client
+
+    settings = settings_or_exit()
+    if delete:
+        report = asyncio.run(ingest_client.delete(settings, tenant, paths, timeout_s=timeout))
+    else:
+        run = ingest_client.ingest(settings, paths, tenant, prefix=prefix, force=force, timeout_s=timeout)
+        report = asyncio.run(run)
+    typer.echo(ingest_client.format_report(report), err=True)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    tenant: Annotated[str, typer.Option(help="Tenant whose documents answer it.")] = "default",
+    model: Annotated[str | None, typer.Option(help="Force a Triton model instead of the router's choice.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Skip the semantic cache.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait between events.")] = 120.0,
+) -> None:
+    """Ask a question through the whole pipeline over Kafka and stream the cited answer."""
+    from schemas.events import AnswerDone, AnswerError, QueryOptions, TokenDelta
+    from streams.clients.asker import KafkaAsker
+
+    settings = settings_or_exit()
+
+    async def run() -> int:
+        async with KafkaAsker(settings) as asker:
+            options = QueryOptions(model=model, use_cache=not no_cache)
+            request_id = await asker.send(question, tenant=tenant, options=options)
+            async for event in asker.events(request_id, timeout_s=timeout):
+                if isinstance(event, TokenDelta):
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                elif isinstance(event, AnswerDone):
+                    typer.echo("")
+                    for c in event.citations:
+                        where = " > ".join(p for p in (c.title, *c.heading_path) if p)
+                        typer.echo(f"[{c.number}] {where} ({c.source_uri}#{c.char_start}-{c.char_end})")
+                    origin = "cache" if event.cached else event.model or "-"
+                    prompt = f"{event.prompt_ref.name}@{event.prompt_ref.version}" if event.prompt_ref else "-"
+                    timings = ", ".join(f"{k}={v:.0f}ms" for k, v in event.timings_ms.items())
+                    typer.echo(f"[{event.finish_reason}; {origin}; prompt {prompt}; {timings}]", err=True)
+                    return 0
+                elif isinstance(event, AnswerError):
+                    typer.echo(f"\n[error {event.code} in {event.stage}: {event.message}]", err=True)
+                    return 1
+        return 1
+
+    try:
+        code = asyncio.run(run())
+    except TimeoutError:
+        typer.echo(f"no answer within {timeout:.0f}s: is a worker running (`ragstream up worker`)?", err=True)
+        code = 1
+    raise typer.Exit(code)
+
+
+@cli.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def capacity(ctx: typer.Context) -> None:
+    """Plan GPU capacity for a model (KV cache, concurrency, tokens/s); --help for options."""
+    from infra.capacity import main as capacity_main
+
+    raise typer.Exit(capacity_main(list(ctx.args)))
+
+
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmarks and evaluation on one private stack, one report (benchmarks/run_all.py; --help, --quick)."""
+    import subprocess
+
+    from infra.settings import REPO_ROOT
+
+    script = REPO_ROOT / "benchmarks" / "run_all.py"
+    if not script.exists():  # the benchmarks ship with the source tree, not with the package
+        typer.echo(f"{script} not found: run this from a source checkout", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(subprocess.call([sys.executable, str(script), *ctx.args]))
+
+
+def main() -> None:
+    cli()

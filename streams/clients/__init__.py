@@ -1,0 +1,1 @@
+"""Kafka clients any service can use the way ragstream's own commands do: ask, ingest, evaluate, replay, prompts."""

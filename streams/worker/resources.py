@@ -1,0 +1,176 @@
+"""Clients of the real services and the processors built on them, created lazily on the worker's event loop and
+closed at shutdown.
+
+Agents get everything through one :class:`Resources`, so a deployment changes addresses in settings, not code. This
+is also where settings become the processors' plain configuration objects (processors never read settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+
+from infra.settings import Settings
+from processors.adapters.embedder import TritonEmbedder
+from processors.adapters.reranker import TritonReranker
+from processors.adapters.triton import TritonClient
+from processors.query.router import Router, RouterConfig, build_router, parse_router_overrides
+
+if TYPE_CHECKING:
+    from pymilvus import AsyncMilvusClient
+
+    from processors.adapters.doc_states import DocStates
+    from processors.adapters.milvus import MilvusIndex
+    from processors.query.processor import QueryConfig, QueryProcessor
+    from streams.clients.prompt_store import KafkaPromptStore
+
+
+def router_from_settings(settings: Settings) -> Router:
+    """The router the settings name, with their models and tenant overrides; bad settings fail at start-up."""
+    config = RouterConfig(
+        small_model=settings.llm_small_model,
+        large_model=settings.llm_large_model,
+        overrides=parse_router_overrides(settings.router_overrides),
+    )
+    return build_router(settings.router, config)
+
+
+def query_config(settings: Settings) -> QueryConfig:
+    from processors.query.processor import QueryConfig
+
+    s = settings
+    return QueryConfig(
+        retrieve_k=s.retrieve_k,
+        rerank_k=s.rerank_k,
+        search_mode=s.search_mode,
+        min_relevance=s.min_relevance,
+        context_tokens=s.context_tokens,
+        max_tokens=s.llm_max_tokens,
+        cache=s.cache_enabled,
+        fallback_models=(s.llm_small_model,),
+    )
+
+
+class Resources:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._triton: TritonClient | None = None
+        self._redis: aioredis.Redis | None = None
+        self._milvus: AsyncMilvusClient | None = None
+        self._states: DocStates | None = None
+        self._index: MilvusIndex | None = None
+        self._prompts: KafkaPromptStore | None = None
+        self._query: QueryProcessor | None = None
+        self._query_lock = asyncio.Lock()
+
+    @property
+    def triton(self) -> TritonClient:
+        if self._triton is None:
+            self._triton = TritonClient(self.settings.triton_address, timeout_s=self.settings.request_timeout_s)
+        return self._triton
+
+    @property
+    def embedder(self) -> TritonEmbedder:
+        return TritonEmbedder(self.triton)
+
+    @property
+    def reranker(self) -> TritonReranker:
+        return TritonReranker(self.triton)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self.settings.redis_address)
+        return self._redis
+
+    @property
+    def milvus(self) -> AsyncMilvusClient:
+        if self._milvus is None:
+            from processors.adapters.milvus import milvus_client
+
+            self._milvus = milvus_client(self.settings.milvus_address)
+        return self._milvus
+
+    @property
+    def states(self) -> DocStates:
+        """Which version of each document is live (Redis): shared by indexing and search."""
+        if self._states is None:
+            from processors.adapters.doc_states import DocStates
+
+            self._states = DocStates(self.redis, prefix=self.settings.topic_prefix)
+        return self._states
+
+    @property
+    def index(self) -> MilvusIndex:
+        """The one chunk index of this process: ingestion writes it, the query path searches it."""
+        if self._index is None:
+            from processors.adapters.milvus import MilvusIndex, collection_name
+
+            self._index = MilvusIndex(
+                self.milvus,
+                self.settings.milvus_address,
+                self.states,
+                collection=collection_name(self.settings.topic_prefix),
+            )
+        return self._index
+
+    async def prompts(self) -> KafkaPromptStore:
+        if self._prompts is None:
+            from streams.clients.prompt_store import KafkaPromptStore
+
+            store = KafkaPromptStore(self.settings)
+            await store.start()
+            self._prompts = store
+        return self._prompts
+
+    async def query(self) -> QueryProcessor:
+        """The query path's processor, built once (the guard models take seconds to load)."""
+        async with self._query_lock:
+            if self._query is None:
+                self._query = await self._build_query()
+            return self._query
+
+    async def _build_query(self) -> QueryProcessor:
+        from processors.adapters.semantic_cache import SemanticCache
+        from processors.guardrails.input_guard import InputGuard
+        from processors.guardrails.policy import PolicyStore
+        from processors.query.processor import QueryProcessor
+        from processors.query.prompting import TemplatePrompts
+        from processors.query.router import RoutedChooser
+
+        s = self.settings
+        policies = PolicyStore.from_json(s.guard_policies) if s.guard_policies else PolicyStore()
+        guard = InputGuard()
+        await guard.warm_up()
+        store = await self.prompts()
+        return QueryProcessor(
+            guard=guard,
+            policy_for=policies.for_tenant,
+            embedder=self.embedder,
+            search=self.index,
+            reranker=self.reranker,
+            prompts=TemplatePrompts(store.get),
+            chooser=RoutedChooser(router_from_settings(s)),
+            generator=self.triton,
+            cache=SemanticCache(self.redis, threshold=s.cache_threshold, ttl_s=s.cache_ttl_s),
+            config=query_config(s),
+        )
+
+    async def warm_up(self) -> None:
+        await self.query()
+
+    async def close(self) -> None:
+        if self._prompts is not None:
+            await self._prompts.stop()
+            self._prompts = None
+        if self._triton is not None:
+            await self._triton.close()
+            self._triton = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+        if self._milvus is not None:
+            await self._milvus.close()
+            self._milvus = None

@@ -1,0 +1,182 @@
+"""The Milvus index on the real stack: a version swap has no gap, delete removes everything, search modes work.
+
+The swap test writes the new version slowly, in several batches, while a searcher queries in a tight loop: every
+answer must be exactly the old version's chunks or exactly the new version's, never none and never a mix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from infra.settings import Settings
+from infra.stack import Stack
+from processors.adapters.doc_states import DocStates
+from processors.adapters.milvus import MilvusIndex, collection_name, milvus_client
+from processors.ingest.chunking import chunk_id
+from processors.ingest.writer import DocDone, IndexWriter
+from processors.protocols import SearchMode
+from schemas.events import Chunk, EmbeddedChunk
+
+pytestmark = pytest.mark.services
+
+DIM = 384
+
+
+def _vector(seed: int) -> list[float]:
+    v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return [float(x) for x in v / np.linalg.norm(v)]
+
+
+def _chunks(tenant: str, doc_id: str, version: int, count: int, word: str) -> list[EmbeddedChunk]:
+    return [
+        EmbeddedChunk(
+            chunk=Chunk(
+                chunk_id=chunk_id(tenant, doc_id, version, i),
+                tenant=tenant,
+                doc_id=doc_id,
+                version=version,
+                index=i,
+                text=f"{word} chunk {i} of version {version}",
+                heading_path=["Doc", f"S{i}"],
+                char_start=i * 10,
+                char_end=i * 10 + 9,
+                total=count,
+                content_hash=f"h{version}",
+            ),
+            embedding=_vector(1000 * version + i),
+            model="test",
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.fixture
+async def parts(stack: Stack, stack_settings: Settings) -> AsyncIterator[tuple[MilvusIndex, DocStates, list[DocDone]]]:
+    redis = aioredis.Redis.from_url(stack_settings.redis_address)
+    client = milvus_client(stack_settings.milvus_address)
+    states = DocStates(redis, prefix="itest")
+    index = MilvusIndex(client, stack_settings.milvus_address, states, collection=collection_name("itest"))
+    done: list[DocDone] = []
+    yield index, states, done
+    await client.close()
+    await redis.aclose()
+
+
+async def test_version_swap_has_no_gap_and_no_duplicates(parts: tuple[MilvusIndex, DocStates, list[DocDone]]) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    writer = IndexWriter(index, states, record, max_batch=4, max_wait_s=0.001)
+    tenant, doc = f"t{uuid.uuid4().hex[:8]}", "guide.md"
+    v1, v2 = _chunks(tenant, doc, 1, 6, "alpha"), _chunks(tenant, doc, 2, 9, "beta")
+    ids1 = {e.chunk.chunk_id for e in v1}
+    ids2 = {e.chunk.chunk_id for e in v2}
+    await states.begin(tenant, doc, 1)
+    await asyncio.gather(*(writer.write(e) for e in v1))
+    assert done[-1].status == "indexed" and done[-1].chunks == 6
+
+    seen: list[frozenset[str]] = []
+    stop = asyncio.Event()
+
+    async def searcher() -> None:
+        while not stop.is_set():
+            for mode in ("dense", "hybrid"):
+                hits = await index.search(tenant, "chunk version", _vector(1000), top_k=50, mode=mode)
+                seen.append(frozenset(p.chunk_id for p in hits))
+
+    task = asyncio.create_task(searcher())
+    await asyncio.sleep(0.2)
+    await states.begin(tenant, doc, 2)
+    for start in range(0, len(v2), 3):  # the new version arrives in pieces, as embeddings finish
+        await asyncio.gather(*(writer.write(e) for e in v2[start : start + 3]))
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+
+    assert done[-1].status == "indexed" and done[-1].version == 2 and done[-1].replaced == 1
+    assert seen and all(ids in (ids1, ids2) for ids in seen), [len(s) for s in seen if s not in (ids1, ids2)]
+    assert seen[0] == ids1 and seen[-1] == ids2
+    assert await index.count(tenant, doc, 1) == 0  # old rows removed after the flip
+    assert await index.count(tenant, doc) == 9
+
+
+async def test_delete_removes_all_versions(parts: tuple[MilvusIndex, DocStates, list[DocDone]]) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    writer = IndexWriter(index, states, record, max_batch=16)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await states.begin(tenant, "a", 1)
+    await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "a", 1, 5, "gamma")))
+    await states.begin(tenant, "b", 1)
+    await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "b", 1, 3, "delta")))
+    assert len(await index.search(tenant, "gamma", None, top_k=20, mode="bm25")) == 5
+
+    deleted = await writer.delete(tenant, "a")
+    assert deleted.status == "deleted"
+    assert await index.count(tenant, "a") == 0
+    assert await index.search(tenant, "gamma", None, top_k=20, mode="bm25") == []
+    remaining = await index.search(tenant, "delta", _vector(1000), top_k=20, mode="hybrid")
+    assert {p.doc_id for p in remaining} == {"b"}
+    # a late chunk of the deleted document does not bring it back
+    await states.begin(tenant, "a", 1)
+    await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "a", 1, 5, "gamma")))
+    assert await index.count(tenant, "a") == 0
+
+
+async def test_tenant_filter_is_always_applied(parts: tuple[MilvusIndex, DocStates, list[DocDone]]) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    writer = IndexWriter(index, states, record)
+    mine, other = f"t{uuid.uuid4().hex[:8]}", f"u{uuid.uuid4().hex[:8]}"
+    for tenant in (mine, other):
+        await states.begin(tenant, "doc", 1)
+        await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "doc", 1, 3, "epsilon")))
+    modes: tuple[SearchMode, ...] = ("hybrid", "dense", "bm25")
+    for mode in modes:
+        hits = await index.search(mine, "epsilon", _vector(1000), top_k=20, mode=mode)
+        assert len(hits) == 3
+        assert {p.chunk_id for p in hits} == {chunk_id(mine, "doc", 1, i) for i in range(3)}
+        assert hits[0].heading_path[0] == "Doc"
+    with pytest.raises(ValueError):
+        await index.search('x" or tenant != "', "epsilon", None, mode="bm25")
+
+
+async def test_a_restarted_writer_completes_a_version_begun_before_the_restart(
+    parts: tuple[MilvusIndex, DocStates, list[DocDone]],
+) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    chunks = _chunks(tenant, "r.md", 1, 5, "zeta")
+    await states.begin(tenant, "r.md", 1)
+    before = IndexWriter(index, states, record)
+    await asyncio.gather(*(before.write(e) for e in chunks[:3]))  # then the worker "dies"
+    await before.close()
+    assert not done
+    after = IndexWriter(index, states, record, recover_after_s=0.4)
+    await asyncio.gather(*(after.write(e) for e in chunks[3:]))
+    for _ in range(50):
+        if done:
+            break
+        await asyncio.sleep(0.1)
+    assert done and done[-1].status == "indexed" and done[-1].chunks == 5
+    assert len(await index.search(tenant, "zeta", None, top_k=20, mode="bm25")) == 5
+    await after.close()
