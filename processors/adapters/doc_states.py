@@ -8,7 +8,9 @@ the live versions are two steps; every flip bumps the tenant's swap counter, so 
 between runs again (``MilvusIndex.search``).
 
 Hash ``<prefix>:doc:<tenant>:<doc_id>`` fields: ``live`` (version or -1 deleted, 0 none yet), ``hash``, ``chunks``,
-``latest`` (newest version the chunker accepted), ``deleted`` (versions up to this one were deleted).
+``latest`` (newest version the chunker accepted), ``deleted`` (versions up to this one were deleted), ``failed``
+(versions up to this one that are not live failed part-way and were rolled back: their late chunks are dropped and
+they can never go live).
 Tenants are restricted to ``[A-Za-z0-9_.-]`` so the key is unambiguous.
 """
 
@@ -28,7 +30,8 @@ _ACTIVATE = """
 local v = tonumber(ARGV[1])
 local live = tonumber(redis.call('HGET', KEYS[1], 'live') or '0')
 local deleted = tonumber(redis.call('HGET', KEYS[1], 'deleted') or '0')
-if v <= deleted or v < live then return -2 end
+local failed = tonumber(redis.call('HGET', KEYS[1], 'failed') or '0')
+if v <= deleted or v < live or (v <= failed and v ~= live) then return -2 end
 redis.call('HSET', KEYS[1], 'live', v, 'hash', ARGV[2], 'chunks', ARGV[3])
 redis.call('INCR', KEYS[2])
 return live
@@ -58,6 +61,16 @@ return through
 """
 
 
+# KEYS[1] doc key; ARGV: version. Marks the version (and older ones that are not live) as failed; returns the live
+# version, so the caller knows whether the failed version's rows may be deleted (never the live one's).
+_FAIL = """
+local v = tonumber(ARGV[1])
+local failed = tonumber(redis.call('HGET', KEYS[1], 'failed') or '0')
+if v > failed then redis.call('HSET', KEYS[1], 'failed', v) end
+return tonumber(redis.call('HGET', KEYS[1], 'live') or '0')
+"""
+
+
 def check_tenant(tenant: str) -> str:
     if not TENANT_RE.match(tenant):
         raise ValueError(f"invalid tenant {tenant!r}: 1-64 characters of [A-Za-z0-9_.-]")
@@ -71,10 +84,16 @@ class DocState:
     chunks: int = 0
     latest: int = 0
     deleted: int = 0
+    failed: int = 0
 
     @property
     def next_version(self) -> int:
-        return max(self.live, self.latest, self.deleted) + 1
+        return max(self.live, self.latest, self.deleted, self.failed) + 1
+
+    def accepts(self, version: int) -> bool:
+        """Whether rows of ``version`` may still be written: not deleted, not older than the live version, and not
+        a version that failed and was rolled back."""
+        return version > self.deleted and version >= self.live and (version > self.failed or version == self.live)
 
 
 class DocStates:
@@ -84,6 +103,7 @@ class DocStates:
         self._activate = redis.register_script(_ACTIVATE)
         self._begin = redis.register_script(_BEGIN)
         self._delete = redis.register_script(_DELETE)
+        self._fail = redis.register_script(_FAIL)
 
     def key(self, tenant: str, doc_id: str) -> str:
         return f"{self.prefix}:doc:{tenant}:{doc_id}"
@@ -102,7 +122,7 @@ class DocStates:
     async def get_many(self, tenant: str, doc_ids: Sequence[str]) -> list[DocState]:
         pipe = self.redis.pipeline(transaction=False)
         for doc_id in doc_ids:
-            pipe.hmget(self.key(tenant, doc_id), "live", "hash", "chunks", "latest", "deleted")
+            pipe.hmget(self.key(tenant, doc_id), "live", "hash", "chunks", "latest", "deleted", "failed")
         rows: list[list[bytes | None]] = await pipe.execute()
         return [
             DocState(
@@ -111,8 +131,9 @@ class DocStates:
                 chunks=int(chunks or 0),
                 latest=int(latest or 0),
                 deleted=int(deleted or 0),
+                failed=int(failed or 0),
             )
-            for live, hash_, chunks, latest, deleted in rows
+            for live, hash_, chunks, latest, deleted, failed in rows
         ]
 
     async def live_versions(self, tenant: str, doc_ids: Iterable[str]) -> tuple[dict[str, int | None], int]:
@@ -136,6 +157,10 @@ class DocStates:
         keys = [self.key(tenant, doc_id), self.swaps_key(tenant)]
         previous = int(await self._activate(keys=keys, args=[version, content_hash, chunks]))
         return None if previous == -2 else previous
+
+    async def mark_failed(self, tenant: str, doc_id: str, version: int) -> int:
+        """Roll ``version`` back for good (it can never go live); returns the live version."""
+        return int(await self._fail(keys=[self.key(tenant, doc_id)], args=[version]))
 
     async def mark_deleted(self, tenant: str, doc_id: str) -> int:
         """Tombstone the doc: returns the version through which everything is deleted."""

@@ -13,7 +13,7 @@ import hashlib
 import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -23,6 +23,7 @@ from processors.adapters.semantic_cache import question_signature
 from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats
 from processors.protocols import CachedAnswer, CacheHit, SearchMode, Vectors
 from schemas.events import AnswerDone, Passage
+from schemas.topics import Topic
 
 _WORD = re.compile(r"\w+")
 
@@ -189,3 +190,20 @@ class ScriptedGenerator:
                 stats.finished_at = time.monotonic()
             if not finished:
                 self.closed.append(request_id)
+
+
+@dataclass
+class MemorySink:
+    """An :class:`~processors.protocols.EventSink` that keeps every event it is given, in order."""
+
+    events: list[tuple[Topic, str | bytes | None, msgspec.Struct]] = field(default_factory=list)
+
+    async def emit(self, topic: Topic, key: str | bytes | None, event: msgspec.Struct) -> None:
+        self.events.append((topic, key, event))
+
+    async def emit_many(self, topic: Topic, keyed: Iterable[tuple[str | bytes | None, msgspec.Struct]]) -> None:
+        for key, event in keyed:
+            await self.emit(topic, key, event)
+
+    def on(self, topic: Topic) -> list[msgspec.Struct]:
+        return [event for t, _, event in self.events if t == topic]

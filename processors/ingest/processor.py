@@ -10,7 +10,8 @@ follows through its :class:`~processors.protocols.EventSink`. It decides:
 - a version goes live when the :class:`~processors.ingest.writer.IndexWriter` has all its chunks, which is
   acknowledged ``indexed`` (plus a cache invalidation when it replaced a live version);
 - any failure is acknowledged ``failed`` with the reason (so ``ragstream ingest`` stops waiting) and re-raised, so
-  the stage wrapper writes the dead letter.
+  the stage wrapper writes the dead letter; a version that failed part-way is rolled back (none of its rows stay
+  searchable, its late chunks are dropped) and a re-run indexes the document as a new version.
 """
 
 from __future__ import annotations
@@ -164,6 +165,11 @@ class IngestProcessor:
 
     async def fail(self, tenant: str, doc_id: str, version: int, event_ref: str, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {exc}"[:2000]
+        if version > 0:
+            try:
+                await self.writer.abandon(tenant, doc_id, version)
+            except Exception as rollback_error:  # the ack below still tells the client; the next re-run cleans up
+                reason += f" (rollback failed: {type(rollback_error).__name__}: {rollback_error})"[:500]
         await self.acknowledge(DocDone(tenant, doc_id, version, "failed", 0, event_ref, error=reason))
 
     async def close(self) -> None:

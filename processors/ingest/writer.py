@@ -87,11 +87,7 @@ class IndexWriter:
         async with self._lock:
             docs = list(dict.fromkeys((e.chunk.tenant, e.chunk.doc_id) for e in events))
             states = {doc: await self.states.get(*doc) for doc in docs}
-            fresh = []
-            for event in events:
-                state = states[(event.chunk.tenant, event.chunk.doc_id)]
-                if event.chunk.version > state.deleted and event.chunk.version >= state.live:
-                    fresh.append(event)
+            fresh = [e for e in events if states[(e.chunk.tenant, e.chunk.doc_id)].accepts(e.chunk.version)]
             await self.index.upsert([MilvusIndex.row(e) for e in fresh])
             self.rows_written += len(fresh)
             now = time.monotonic()
@@ -160,6 +156,17 @@ class IndexWriter:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
+
+    async def abandon(self, tenant: str, doc_id: str, version: int) -> bool:
+        """Roll back a version that failed part-way: it can never go live, its late chunks are dropped, it leaves
+        the recovery sweep, and its rows are deleted (unless it is the live version). False if it was live."""
+        async with self._lock:
+            live = await self.states.mark_failed(tenant, doc_id, version)
+            self._progress.pop((tenant, doc_id, version), None)
+            if live == version:
+                return False
+            await self.index.delete_version(tenant, doc_id, version)
+            return True
 
     async def activate_empty(self, tenant: str, doc_id: str, version: int, digest: str, event_ref: str) -> DocDone:
         """A document with no text: it goes live with zero chunks (older versions' rows removed)."""
