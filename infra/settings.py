@@ -116,6 +116,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     router_overrides: str = ""
     request_timeout_s: float = 30.0
 
+    # What a request may ask for (checked by the bridge and by the worker: processors/query/requests.py).
+    max_question_chars: int = 20_000
+    max_answer_tokens: int = 1024
+    max_session_id_chars: int = 256
+    # Comma-separated extra models clients may name besides the two tiers, e.g. production engines.
+    offered_models: str = ""
+    # Per-tenant model lists, "acme:llm_small|llm_large;free:llm_small" ("*" for every other tenant).
+    tenant_models: str = ""
+    # llm_echo (streams its prompt back, sources included) exists for tests and benchmarks only: production sets
+    # this to false (infra/deploy), and then no client can name it.
+    serve_test_models: bool = True
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read ``RAGSTREAM_*`` variables; unknown names fail loudly so typos do not pass silently."""

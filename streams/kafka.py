@@ -43,6 +43,19 @@ async def follow_from_end(consumer: AIOKafkaConsumer, topic: str) -> list[TopicP
     return assigned
 
 
+async def follow_since(consumer: AIOKafkaConsumer, topic: str, since: float) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` to a started consumer, positioned at the first record written at or
+    after the Unix time ``since`` (the end, where there is none)."""
+    assigned = await topic_partitions(consumer, topic)
+    consumer.assign(assigned)
+    starts = await consumer.offsets_for_times(dict.fromkeys(assigned, int(since * 1000)))
+    ends = await consumer.end_offsets(assigned)
+    for tp in assigned:
+        found = starts.get(tp)
+        consumer.seek(tp, found.offset if found is not None else ends[tp])
+    return assigned
+
+
 class ProducerAndTail:
     """A producer and a consumer that follows one topic from its current end, with a task reading it.
 
@@ -86,6 +99,14 @@ class ProducerAndTail:
     async def _read(self) -> None:
         async for record in self._consumer:
             await self.on_record(record.key, record.value)
+
+    def check_reading(self) -> None:
+        """Raise if the reader stopped (a broker error it could not get past): a waiter must not wait forever for
+        records nobody is reading."""
+        reader = self._reader
+        if reader is not None and reader.done() and not reader.cancelled():
+            error = reader.exception()
+            raise RuntimeError(f"stopped reading {self.tail_topic}: {type(error).__name__}: {error}") from error
 
     async def on_record(self, key: bytes | None, value: bytes | None) -> None:
         raise NotImplementedError

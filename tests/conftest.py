@@ -25,10 +25,24 @@ from infra.settings import Settings
 from infra.stack import Stack, private_settings
 from streams.clients import ingest as ingest_client
 
+PYTHON_DOCS = Path("/usr/share/doc/python3.11/html")
+
+
+@pytest.fixture(scope="session")
+def python_docs() -> Path:
+    """The Python 3.11 docs corpus; set-up installs it, so its absence is a broken set-up, not a reason to skip."""
+    if not (PYTHON_DOCS / "faq" / "general.html").exists():
+        pytest.fail("the Python 3.11 docs are missing: apt-get install -y python3.11-doc (infra/scripts/setup.sh does)")
+    return PYTHON_DOCS
+
 
 def isolated_settings(data_dir: Path, **overrides: object) -> Settings:
     """A private stack for the tests: two partitions per topic keep rebalances quick."""
-    return private_settings(data_dir, **{"topic_partitions": 2, "start_timeout_s": 180.0, **overrides})
+    # "model_that_does_not_exist" is offered to clients but served by nothing: how tests make a model fail.
+    return private_settings(
+        data_dir,
+        **{"topic_partitions": 2, "start_timeout_s": 180.0, "offered_models": "model_that_does_not_exist", **overrides},
+    )
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -193,6 +193,8 @@ class Triton(Service):
             # The stub runs Python isolated (PYTHONPATH is ignored) and finds this venv via python3 on PATH.
             "PATH": os.pathsep.join((str(s.triton_python.parent), os.environ.get("PATH", ""))),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            # The chat models find their converted weights here (triton_models/cpu/_shared/model_files.py).
+            "RAGSTREAM_CACHE_DIR": str(s.cache_path),
         }
         argv = [
             str(self.server_root / "bin" / "tritonserver"),

@@ -20,7 +20,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from processors.adapters.doc_states import DocStates, check_tenant
@@ -118,6 +118,18 @@ class MilvusIndex:
         finally:
             client.close()
 
+    async def _call(self, operation: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """One client call; when Milvus restarted and forgot the collection was loaded (searches then fail with
+        "released" / "not loaded"), load it again and retry once, so a worker recovers without a restart."""
+        try:
+            return await operation(*args, **kwargs)
+        except Exception as exc:
+            if not _needs_reload(exc):
+                raise
+        self._ready = False
+        await self.ensure_collection()
+        return await operation(*args, **kwargs)
+
     # --- writes -------------------------------------------------------------------------------------------------
 
     @staticmethod
@@ -142,11 +154,11 @@ class MilvusIndex:
         if rows:
             await self.ensure_collection()
             async with self.write_lock:
-                await self.client.upsert(self.collection, list(rows))
+                await self._call(self.client.upsert, self.collection, list(rows))
 
     async def chunk_indexes(self, tenant: str, doc_id: str, version: int) -> set[int]:
         await self.ensure_collection()
-        rows = await self.client.query(
+        rows = await self._call(self.client.query,
             self.collection, filter=_doc_filter(tenant, doc_id, f"version == {int(version)}"),
             output_fields=["chunk_index"], limit=16_384,
         )  # fmt: skip
@@ -155,8 +167,8 @@ class MilvusIndex:
     async def count(self, tenant: str, doc_id: str, version: int | None = None) -> int:
         await self.ensure_collection()
         extra = f"version == {int(version)}" if version is not None else ""
-        rows = await self.client.query(
-            self.collection, filter=_doc_filter(tenant, doc_id, extra), output_fields=["count(*)"]
+        rows = await self._call(
+            self.client.query, self.collection, filter=_doc_filter(tenant, doc_id, extra), output_fields=["count(*)"]
         )
         return int(rows[0]["count(*)"]) if rows else 0
 
@@ -186,8 +198,12 @@ class MilvusIndex:
         while True:
             await self.ensure_collection()
             fields = ["tenant", "doc_id", "version"]
-            rows = await self.client.query(
-                self.collection, filter=expression, output_fields=fields, limit=sum(want.values()) + 1
+            rows = await self._call(
+                self.client.query,
+                self.collection,
+                filter=expression,
+                output_fields=fields,
+                limit=sum(want.values()) + 1,
             )
             seen: dict[tuple[str, str, int], int] = {}
             for row in rows:
@@ -220,7 +236,7 @@ class MilvusIndex:
     async def _delete(self, expression: str) -> None:
         await self.ensure_collection()
         async with self.write_lock:
-            await self.client.delete(self.collection, filter=expression)
+            await self._call(self.client.delete, self.collection, filter=expression)
 
     # --- search -------------------------------------------------------------------------------------------------
 
@@ -256,7 +272,7 @@ class MilvusIndex:
         dense_params = {"metric_type": "COSINE", "params": {"ef": max(64, limit)}}
         sparse_params = {"metric_type": "BM25"}
         if mode == "dense":
-            hits = (await self.client.search(
+            hits = (await self._call(self.client.search,
                 self.collection, data=[vector], anns_field="dense", filter=tenant_filter, limit=limit,
                 search_params=dense_params, output_fields=OUTPUT_FIELDS,
             ))[0]  # fmt: skip
@@ -264,7 +280,7 @@ class MilvusIndex:
         elif mode == "bm25":
             if not query_text.strip():
                 return []
-            hits = (await self.client.search(
+            hits = (await self._call(self.client.search,
                 self.collection, data=[query_text], anns_field="sparse", filter=tenant_filter, limit=limit,
                 search_params=sparse_params, output_fields=OUTPUT_FIELDS,
             ))[0]  # fmt: skip
@@ -277,7 +293,7 @@ class MilvusIndex:
                 requests.append(
                     AnnSearchRequest([query_text], "sparse", sparse_params, limit=limit, expr=tenant_filter)
                 )
-            hits = (await self.client.hybrid_search(
+            hits = (await self._call(self.client.hybrid_search,
                 self.collection, requests, RRFRanker(RRF_K), limit=limit, output_fields=OUTPUT_FIELDS,
             ))[0]  # fmt: skip
             scored = [(hit, float(hit["distance"])) for hit in hits]
@@ -310,6 +326,14 @@ class MilvusIndex:
             if len(passages) >= top_k:
                 break
         return passages
+
+
+_RELOAD_SIGNS = ("released", "not loaded", "collection not loaded", "not load")
+
+
+def _needs_reload(exc: BaseException) -> bool:
+    message = str(exc).lower()
+    return "collection" in message and any(sign in message for sign in _RELOAD_SIGNS)
 
 
 def _doc_filter(tenant: str, doc_id: str, extra: str = "") -> str:

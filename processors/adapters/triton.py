@@ -138,6 +138,13 @@ class TritonClient:
         except Exception:  # unreachable server: not ready
             return False
 
+    async def inference_statistics(self, model: str) -> tuple[int, int]:
+        """``(inferences, executions)`` Triton has counted for ``model`` since it loaded: a batch of n requests
+        is n inferences in one execution, so executions < inferences shows the dynamic batcher at work."""
+        stats = await self._client.get_inference_statistics(model, as_json=True)
+        entry = stats["model_stats"][0]
+        return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+
     async def stream(
         self,
         model: str,

@@ -19,6 +19,7 @@ from processors.citations import REFUSAL, attributed_citations, citations_for
 from processors.generation import FallbackGenerator, GenerationParams, Generator, StreamStats
 from processors.guardrails.policy import GuardPolicy
 from processors.guardrails.stream_guard import StreamingOutputGuard
+from processors.prompts.registry import PromptError
 from processors.protocols import (
     AnswerCache,
     Embedder,
@@ -31,6 +32,7 @@ from processors.protocols import (
 )
 from processors.query.context import Context, build_context
 from processors.query.deltas import DeltaBatcher
+from processors.query.requests import RequestLimits, request_problem
 from schemas.events import (
     AnswerDone,
     AnswerError,
@@ -54,6 +56,7 @@ class QueryConfig(msgspec.Struct, frozen=True, kw_only=True):
     delta_max_chars: int = 256
     # Tried in order when the routed model fails before its first token.
     fallback_models: tuple[str, ...] = ()
+    limits: RequestLimits = msgspec.field(default_factory=RequestLimits)
 
 
 @dataclass
@@ -74,6 +77,18 @@ def _whole_answer(done: AnswerDone) -> list[TokenDelta | AnswerDone | AnswerErro
     return [delta, msgspec.structs.replace(done, deltas=1)]
 
 
+class _Answered(Exception):
+    """Raised inside :meth:`QueryProcessor.prepare` when the request's answer is complete before the model."""
+
+    def __init__(self, *events: TokenDelta | AnswerDone | AnswerError) -> None:
+        super().__init__()
+        self.events = list(events)
+
+
+def _bad_request(request: QueryRequest, problem: str) -> AnswerError:
+    return AnswerError(request_id=request.request_id, code="bad_request", message=problem, stage="prepare")
+
+
 class QueryProcessor:
     def __init__(
         self,
@@ -88,6 +103,7 @@ class QueryProcessor:
         generator: Generator,
         cache: AnswerCache | None,
         config: QueryConfig | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.guard = guard
         self.policy_for = policy_for
@@ -99,10 +115,42 @@ class QueryProcessor:
         self.generator = generator
         self.cache = cache
         self.config = config or QueryConfig()
+        self.clock = clock
+
+    def expired(self, request: QueryRequest, stage: str) -> AnswerError | None:
+        """The timeout answer when the request's deadline has passed: nobody waits for it any more, so expired work
+        (a backlog after a worker restart, a queue behind a slow model) is dropped before it costs anything."""
+        if request.deadline is None or self.clock() <= request.deadline:
+            return None
+        late = self.clock() - request.deadline
+        return AnswerError(
+            request_id=request.request_id,
+            code="timeout",
+            message=f"the request's deadline passed {late:.1f}s before {stage}",
+            stage=stage,
+            retryable=True,
+        )
 
     async def prepare(self, request: QueryRequest) -> Prepared:
+        """Everything before the model: a prompt to generate from, or the whole answer when it ends here."""
+        try:
+            return await self._prepare(request)
+        except _Answered as answered:
+            return Prepared(final=answered.events)
+
+    def _admit(self, request: QueryRequest, stage: str) -> None:
+        """End the request here when its deadline passed or it asks for what cannot be served."""
+        expired = self.expired(request, stage)
+        if expired is not None:
+            raise _Answered(expired)
+        problem = request_problem(request, self.config.limits) if stage == "prepare" else None
+        if problem is not None:
+            raise _Answered(_bad_request(request, problem))
+
+    async def _prepare(self, request: QueryRequest) -> Prepared:
         timings: dict[str, float] = {}
         policy = self.policy_for(request.tenant)
+        self._admit(request, "prepare")
 
         started = time.perf_counter()
         screened = await self.guard.check(request.question, policy)
@@ -114,7 +162,7 @@ class QueryProcessor:
                 message="The question was blocked by the input guard: " + ", ".join(screened.verdict.reasons),
                 stage="input_guard",
             )
-            return Prepared(final=[error])
+            raise _Answered(error)
         question = screened.text
 
         started = time.perf_counter()
@@ -123,7 +171,10 @@ class QueryProcessor:
 
         # The prompt version is part of the cache key: a new template must not serve answers of the old one.
         context_probe = Context(text="", sources=[], tokens=0)
-        _, prompt_ref = self.prompts.render_rag(question, context_probe, request.options.prompt_version)
+        try:
+            _, prompt_ref = self.prompts.render_rag(question, context_probe, request.options.prompt_version)
+        except PromptError as exc:  # e.g. a prompt_version the registry does not have
+            raise _Answered(_bad_request(request, str(exc))) from None
         prompt_key = f"{prompt_ref.name}:{prompt_ref.version}"
         if self.cache is not None and self.config.cache and request.options.use_cache:
             started = time.perf_counter()
@@ -131,8 +182,8 @@ class QueryProcessor:
             timings["cache_lookup"] = _ms(started)
             if hit is not None:
                 cached = hit.answer
-                return Prepared(
-                    final=_whole_answer(
+                raise _Answered(
+                    *_whole_answer(
                         AnswerDone(
                             request_id=request.request_id,
                             text=cached.text,
@@ -146,6 +197,7 @@ class QueryProcessor:
                     )
                 )
 
+        self._admit(request, "retrieve")
         started = time.perf_counter()
         candidates = await self.search.search(
             request.tenant, question, vector.tolist(), self.config.retrieve_k, self.config.search_mode
@@ -156,8 +208,8 @@ class QueryProcessor:
         timings["rerank"] = _ms(started)
         relevant = [p for p in passages if p.score >= self.config.min_relevance]
         if not relevant:
-            return Prepared(
-                final=_whole_answer(
+            raise _Answered(
+                *_whole_answer(
                     AnswerDone(
                         request_id=request.request_id,
                         text=REFUSAL,
@@ -189,9 +241,14 @@ class QueryProcessor:
 
     async def answer(
         self, prompted: PromptedQuery, *, is_cancelled: Callable[[], bool] = lambda: False
-    ) -> AsyncIterator[TokenDelta | AnswerDone]:
-        """Stream the model's answer through the output guard; the last event is the :class:`AnswerDone`."""
+    ) -> AsyncIterator[TokenDelta | AnswerDone | AnswerError]:
+        """Stream the model's answer through the output guard; the last event is the :class:`AnswerDone` (or an
+        :class:`AnswerError` ``timeout`` without any generation when the deadline passed before it began)."""
         request = prompted.request
+        expired = self.expired(request, "generate")
+        if expired is not None:
+            yield expired
+            return
         policy = self.policy_for(request.tenant)
         guard = StreamingOutputGuard(policy, prompted.passages)
         batcher = DeltaBatcher(max_delay_s=self.config.delta_max_delay_s, max_chars=self.config.delta_max_chars)

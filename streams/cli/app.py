@@ -91,20 +91,40 @@ def bridge() -> None:
 def ingest(
     paths: Annotated[list[str], typer.Argument(help="Files or directories (txt md rst html pdf); --delete: doc ids.")],
     tenant: Annotated[str, typer.Option(help="Tenant the documents belong to.")] = "default",
-    prefix: Annotated[str, typer.Option(help="Prefix for doc ids (paths relative to each directory given).")] = "",
+    prefix: Annotated[str, typer.Option(help="Prefix for doc ids.")] = "",
+    root: Annotated[
+        str | None, typer.Option(help="Doc ids are paths relative to this folder (default: each directory given).")
+    ] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Glob on the relative path to leave out (repeat).")] = None,
+    default_excludes: Annotated[
+        bool, typer.Option(help="Leave out Sphinx _sources/ copies and index pages (listed in the report).")
+    ] = True,
     force: Annotated[bool, typer.Option(help="Re-index unchanged files too (embeddings come from the cache).")] = False,
     delete: Annotated[bool, typer.Option("--delete", help="Delete the documents whose ids are given.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the index acknowledgements.")] = 900.0,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Give up when no acknowledgement arrived for this many seconds.")
+    ] = 180.0,
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up after this many seconds in all (default: no limit).")
+    ] = None,
 ) -> None:
     """Send documents through Kafka to the indexer and wait until they are searchable."""
     from streams.clients import ingest as ingest_client
 
     settings = settings_or_exit()
     if delete:
-        report = asyncio.run(ingest_client.delete(settings, tenant, paths, timeout_s=timeout))
+        report = asyncio.run(ingest_client.delete(settings, tenant, paths, timeout_s=timeout or idle_timeout))
     else:
-        run = ingest_client.ingest(settings, paths, tenant, prefix=prefix, force=force, timeout_s=timeout)
-        report = asyncio.run(run)
+        patterns = (*(ingest_client.DEFAULT_EXCLUDES if default_excludes else ()), *(exclude or ()))
+        run = ingest_client.ingest(
+            settings, paths, tenant, prefix=prefix, root=root, exclude=patterns, force=force,
+            idle_timeout_s=idle_timeout, timeout_s=timeout,
+        )  # fmt: skip
+        try:
+            report = asyncio.run(run)
+        except (FileNotFoundError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(ingest_client.format_report(report), err=True)
     raise typer.Exit(0 if report.ok else 1)
 

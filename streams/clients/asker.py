@@ -74,12 +74,25 @@ class KafkaAsker(ProducerAndTail):
         timeout = timeout_s if timeout_s is not None else self.settings.request_timeout_s
         try:
             while True:
-                event = await asyncio.wait_for(queue.get(), timeout)
+                event = await self._next(queue, timeout)
                 yield event
                 if isinstance(event, AnswerDone | AnswerError):
                     return
         finally:
             self._queues.pop(request_id, None)
+
+    async def _next(self, queue: asyncio.Queue[AnswerEvent], timeout_s: float) -> AnswerEvent:
+        """The next event, waiting at most ``timeout_s`` (TimeoutError), and failing at once if the reader died."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            self.check_reading()
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise TimeoutError(f"no answer event within {timeout_s:.0f}s")
+            try:
+                return await asyncio.wait_for(queue.get(), min(left, 1.0))
+            except TimeoutError:
+                continue
 
     async def cancel(self, request_id: str) -> None:
         await self._producer.send_and_wait(

@@ -2,16 +2,23 @@
 
 A file whose content hash equals its live version's hash (read from the document state in Redis) is skipped
 without producing anything, so re-running on an unchanged tree does no work. Changed files get the next version
-number, and the command returns only when every document it sent is acknowledged (indexed, unchanged, failed) by
-the indexer, showing chunks indexed, docs/s and errors as the acks arrive.
+number, and the command returns when every document it sent is acknowledged (indexed, unchanged, failed) by the
+indexer. It gives up only when no acknowledgement has come for ``idle_timeout_s`` (a large corpus takes as long as
+it takes), and shows its progress: a bar on a terminal, a line every few seconds otherwise (documents and chunks
+done, rate, ETA).
+
+Files under the default exclude patterns (:data:`DEFAULT_EXCLUDES`: Sphinx's copies of the reST sources and its
+index pages) are left out and counted in the report, so a documentation tree is indexed once, as HTML.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,11 @@ _acks: EventDecoder[DocumentIndexed] = EventDecoder(DocumentIndexed)
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 READ_BATCH = 128
 _BINARY_TYPES = {"application/pdf"}
+# Sphinx copies every page's reST source next to the HTML (the same text again, with citations pointing at markup),
+# and its index pages hold no prose; ``--no-default-excludes`` keeps them.
+DEFAULT_EXCLUDES = ("_sources/*", "*/_sources/*", "genindex*.html", "*/genindex*.html", "search.html",
+                    "*/search.html", "py-modindex.html", "*/py-modindex.html")  # fmt: skip
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,8 @@ class IngestReport:
     deleted: int = 0
     failed: int = 0
     timed_out: int = 0
+    excluded: int = 0  # matched an exclude pattern, not read
+    exclude: tuple[str, ...] = ()
     chunks: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -68,25 +82,49 @@ class IngestReport:
         return self.failed == 0 and self.timed_out == 0
 
 
-def discover(paths: Sequence[str | Path], *, prefix: str = "") -> list[SourceFile]:
-    """Supported files under ``paths``; a doc id is the path relative to the directory given (or the file name)."""
+def excluded(relative: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns)
+
+
+def discover(
+    paths: Sequence[str | Path],
+    *,
+    prefix: str = "",
+    root: str | Path | None = None,
+    exclude: Sequence[str] = DEFAULT_EXCLUDES,
+) -> tuple[list[SourceFile], int]:
+    """Supported files under ``paths``, and how many matched an ``exclude`` pattern (glob on the doc id's path).
+
+    A doc id is ``prefix`` + the path relative to ``root`` when given (so a subset of a tree gets the same ids as
+    the whole tree), else relative to the directory given (or the file's name)."""
+    base = Path(root).expanduser().resolve() if root is not None else None
     found: dict[str, SourceFile] = {}
+    skipped = 0
     for raw in paths:
-        root = Path(raw).expanduser()
-        if root.is_dir():
+        top = Path(raw).expanduser()
+        if top.is_dir():
             candidates: Iterator[tuple[Path, str]] = (
-                (p, p.relative_to(root).as_posix()) for p in sorted(root.rglob("*")) if p.is_file()
+                (p, p.relative_to(top).as_posix()) for p in sorted(top.rglob("*")) if p.is_file()
             )
-        elif root.is_file():
-            candidates = iter([(root, root.name)])
+        elif top.is_file():
+            candidates = iter([(top, top.name)])
         else:
-            raise FileNotFoundError(f"no such file or directory: {root}")
-        for path, relative in candidates:
+            raise FileNotFoundError(f"no such file or directory: {top}")
+        for path, below_top in candidates:
+            relative = below_top
+            if base is not None:
+                try:
+                    relative = path.resolve().relative_to(base).as_posix()
+                except ValueError:
+                    raise ValueError(f"{path} is not under --root {base}") from None
+            if excluded(relative, exclude):
+                skipped += 1
+                continue
             content_type = content_type_for(path.name)
             if content_type is not None:
                 doc_id = f"{prefix}{relative}"
                 found[doc_id] = SourceFile(path.resolve(), doc_id, content_type)
-    return list(found.values())
+    return list(found.values()), skipped
 
 
 def make_event(source: SourceFile, data: bytes, tenant: str, version: int, *, reindex: bool = False) -> DocumentUpsert:
@@ -145,12 +183,19 @@ class DocumentChannel(ProducerAndTail):
 
 
 class _Progress:
-    """A rich progress bar when attached to a terminal (or asked for), otherwise silent."""
+    """A rich progress bar on a terminal; otherwise a line every ``every_s`` seconds, so a log or a CI run shows
+    that ingestion is moving (documents and chunks done, rate, ETA); or nothing (``mode="off"``)."""
 
-    def __init__(self, enabled: bool, total: int) -> None:
+    def __init__(self, mode: str, total: int, *, every_s: float = PROGRESS_EVERY_S,
+                 write: Callable[[str], None] | None = None) -> None:  # fmt: skip
+        self.mode = mode
+        self.total = total
+        self.every_s = every_s
+        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.last_line = float("-inf")  # the first update always shows a line
         self.bar: Any = None
         self.task: Any = None
-        if not enabled:
+        if mode != "bar":
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -162,14 +207,34 @@ class _Progress:
         self.bar.start()
         self.task = self.bar.add_task("indexing", total=total, chunks=0, rate=0.0, errors=0)
 
-    def update(self, report: IngestReport, done: int, total: int) -> None:
+    def update(self, report: IngestReport, *, final: bool = False) -> None:
+        done = _done(report)
         if self.bar is not None:
-            self.bar.update(self.task, completed=done, total=total, chunks=report.chunks, rate=report.docs_per_s,
-                            errors=report.failed)  # fmt: skip
+            self.bar.update(self.task, completed=done, total=self.total, chunks=report.chunks,
+                            rate=report.docs_per_s, errors=report.failed)  # fmt: skip
+        elif self.mode == "lines" and (final or time.monotonic() - self.last_line >= self.every_s):
+            self.last_line = time.monotonic()
+            self.write(progress_line(report, done, self.total))
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def progress_line(report: IngestReport, done: int, total: int) -> str:
+    rate = report.docs_per_s
+    left = total - done
+    eta = f", ETA {_duration(left / rate)}" if rate > 0 and left > 0 else ""
+    return (
+        f"[ingest] {done}/{total} documents ({report.indexed} indexed, {report.skipped + report.unchanged} unchanged, "
+        f"{report.failed} failed), {report.chunks} chunks, {rate:.1f} docs/s, {report.chunks_per_s:.0f} chunks/s"
+        f"{eta}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 async def ingest(
@@ -178,31 +243,45 @@ async def ingest(
     tenant: str,
     *,
     prefix: str = "",
+    root: str | Path | None = None,
+    exclude: Sequence[str] = DEFAULT_EXCLUDES,
     force: bool = False,
-    timeout_s: float = 600.0,
+    idle_timeout_s: float = 180.0,
+    timeout_s: float | None = None,
     progress: bool | None = None,
 ) -> IngestReport:
-    """Send every changed file under ``paths`` and wait for its ack; see the module docstring."""
+    """Send every changed file under ``paths`` and wait for its ack; see the module docstring.
+
+    ``progress``: None shows a bar on a terminal and lines otherwise; False shows nothing. ``timeout_s`` caps the
+    whole wait (None: no cap); ``idle_timeout_s`` ends it when no acknowledgement arrived for that long."""
     import redis.asyncio as aioredis
 
     check_tenant(tenant)
     report = IngestReport()
-    sources = discover(paths, prefix=prefix)
+    sources, report.excluded = discover(paths, prefix=prefix, root=root, exclude=exclude)
+    report.exclude = tuple(exclude)
     report.files = len(sources)
     started = time.perf_counter()
-    show = progress if progress is not None else os.isatty(2)
-    bar = _Progress(show, len(sources))
+    mode = "off" if progress is False else ("bar" if os.isatty(2) else "lines")
+    bar = _Progress(mode, len(sources))
     redis = aioredis.Redis.from_url(settings.redis_address)
     pending: dict[str, str] = {}  # event_id -> doc_id
+    why_stopped = ""
     try:
         states = DocStates(redis, prefix=settings.topic_prefix)
         async with DocumentChannel(settings) as channel:
             deliveries: list[tuple[str, asyncio.Future[Any]]] = []
             for start in range(0, len(sources), READ_BATCH):
                 batch = sources[start : start + READ_BATCH]
-                contents = await asyncio.gather(*(asyncio.to_thread(s.path.read_bytes) for s in batch))
+                contents = await asyncio.gather(
+                    *(asyncio.to_thread(s.path.read_bytes) for s in batch), return_exceptions=True
+                )
                 doc_states = await states.get_many(tenant, [s.doc_id for s in batch])
                 for source, data, state in zip(batch, contents, doc_states, strict=True):
+                    if isinstance(data, BaseException):  # unreadable: reported, and the rest goes on
+                        report.failed += 1
+                        report.errors.append((source.doc_id, f"cannot read {source.path}: {data}"))
+                        continue
                     if not force and state.live > 0 and state.hash == hash_bytes(data):
                         report.skipped += 1
                         continue
@@ -211,7 +290,8 @@ async def ingest(
                     deliveries.append((event.event_id, await channel.send(event)))
                     report.sent += 1
                 _drain(channel, pending, report)
-                bar.update(report, _done(report), report.files)
+                report.seconds = time.perf_counter() - started
+                bar.update(report)
             for event_id, delivery in deliveries:
                 try:
                     await delivery
@@ -219,25 +299,34 @@ async def ingest(
                     doc_id = pending.pop(event_id, event_id)
                     report.failed += 1
                     report.errors.append((doc_id, f"not sent: {type(exc).__name__}: {exc}"))
-            deadline = time.monotonic() + timeout_s
+            deadline = time.monotonic() + timeout_s if timeout_s is not None else float("inf")
+            last_ack = time.monotonic()
             while pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                if now >= deadline:
+                    why_stopped = f"no acknowledgement within the {timeout_s:.0f}s limit"
                     break
+                if now - last_ack >= idle_timeout_s:
+                    why_stopped = f"no acknowledgement for {idle_timeout_s:.0f}s (is a worker running?)"
+                    break
+                channel.check_reading()
                 try:
-                    ack = await asyncio.wait_for(channel.acks.get(), min(remaining, 0.5))
+                    ack = await asyncio.wait_for(channel.acks.get(), min(deadline - now, 0.5))
                     _apply(ack, pending, report)
+                    last_ack = time.monotonic()
                 except TimeoutError:
                     pass
-                _drain(channel, pending, report)
+                if _drain(channel, pending, report):
+                    last_ack = time.monotonic()
                 report.seconds = time.perf_counter() - started
-                bar.update(report, _done(report), report.files)
+                bar.update(report)
     finally:
         await redis.aclose()
+        report.seconds = time.perf_counter() - started
+        bar.update(report, final=True)
         bar.close()
     report.timed_out = len(pending)
-    report.errors.extend((doc_id, f"no acknowledgement within {timeout_s:.0f}s") for doc_id in pending.values())
-    report.seconds = time.perf_counter() - started
+    report.errors.extend((doc_id, why_stopped) for doc_id in pending.values())
     return report
 
 
@@ -245,9 +334,13 @@ def _done(report: IngestReport) -> int:
     return report.skipped + report.indexed + report.unchanged + report.deleted + report.failed
 
 
-def _drain(channel: DocumentChannel, pending: dict[str, str], report: IngestReport) -> None:
+def _drain(channel: DocumentChannel, pending: dict[str, str], report: IngestReport) -> int:
+    """Apply every ack already received; returns how many there were."""
+    count = 0
     while not channel.acks.empty():
         _apply(channel.acks.get_nowait(), pending, report)
+        count += 1
+    return count
 
 
 def _apply(ack: DocumentIndexed, pending: dict[str, str], report: IngestReport) -> None:
@@ -294,6 +387,11 @@ def format_report(report: IngestReport) -> str:
         f"{report.files} files: {report.indexed} indexed ({report.chunks} chunks), {report.skipped} unchanged "
         f"(skipped), {report.unchanged} unchanged (worker), {report.deleted} deleted, {report.failed} failed, "
         f"{report.timed_out} timed out",
+    ]
+    if report.excluded:
+        default = " (the default; --no-default-excludes keeps them)" if report.exclude == DEFAULT_EXCLUDES else ""
+        lines.append(f"{report.excluded} files excluded by {', '.join(report.exclude)}{default}")
+    lines += [
         f"{report.seconds:.1f}s, {report.docs_per_s:.1f} docs/s, {report.chunks_per_s:.1f} chunks/s",
     ]
     lines.extend(f"  error {doc_id}: {reason}" for doc_id, reason in report.errors[:20])

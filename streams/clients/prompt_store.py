@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from infra.settings import Settings
 from processors.prompts.registry import PromptError, PromptRegistryState, PromptTemplate, builtin_templates, record_key
-from schemas.codec import DecodeError, EventDecoder, encode
+from schemas.codec import EventDecoder, encode
 from schemas.events import PromptRecord, PromptRef
 from schemas.topics import Topic
 from streams.kafka import topic_partitions
@@ -116,14 +116,15 @@ class KafkaPromptStore:
                 self._advanced.notify_all()
 
     def _apply_raw(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        """Apply one record; a record that cannot be read or applied is skipped with the reason logged, because the
+        compacted topic keeps it forever and every worker would otherwise stop at it on every start."""
         if value is None:  # a tombstone: nothing we write, nothing to keep
             return
         try:
-            record = _records.decode(value)
-        except DecodeError as exc:
-            log.warning("skipping undecodable prompt record at %s@%d (key %r): %s", self.topic, offset, key, exc)
-            return
-        self.state.apply(record)
+            self.state.apply(_records.decode(value))
+        except Exception as exc:
+            log.warning("skipping prompt record %s@%d (key %r): %s: %s", self.topic, offset, (key or b"")[:80],
+                        type(exc).__name__, str(exc)[:300])  # fmt: skip
 
     async def _wait_for(self, offset: int, timeout_s: float) -> None:
         """Until every record before ``offset`` has been applied."""

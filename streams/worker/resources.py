@@ -16,41 +16,15 @@ from infra.settings import Settings
 from processors.adapters.embedder import TritonEmbedder
 from processors.adapters.reranker import TritonReranker
 from processors.adapters.triton import TritonClient
-from processors.query.router import Router, RouterConfig, build_router, parse_router_overrides
+from streams.configure import query_config, router_from_settings
 
 if TYPE_CHECKING:
     from pymilvus import AsyncMilvusClient
 
     from processors.adapters.doc_states import DocStates
     from processors.adapters.milvus import MilvusIndex
-    from processors.query.processor import QueryConfig, QueryProcessor
+    from processors.query.processor import QueryProcessor
     from streams.clients.prompt_store import KafkaPromptStore
-
-
-def router_from_settings(settings: Settings) -> Router:
-    """The router the settings name, with their models and tenant overrides; bad settings fail at start-up."""
-    config = RouterConfig(
-        small_model=settings.llm_small_model,
-        large_model=settings.llm_large_model,
-        overrides=parse_router_overrides(settings.router_overrides),
-    )
-    return build_router(settings.router, config)
-
-
-def query_config(settings: Settings) -> QueryConfig:
-    from processors.query.processor import QueryConfig
-
-    s = settings
-    return QueryConfig(
-        retrieve_k=s.retrieve_k,
-        rerank_k=s.rerank_k,
-        search_mode=s.search_mode,
-        min_relevance=s.min_relevance,
-        context_tokens=s.context_tokens,
-        max_tokens=s.llm_max_tokens,
-        cache=s.cache_enabled,
-        fallback_models=(s.llm_small_model,),
-    )
 
 
 class Resources:

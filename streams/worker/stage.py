@@ -8,6 +8,7 @@ PII: dead-letter payloads, reasons and log lines have structured PII masked firs
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 In = TypeVar("In")
 
 MAX_REASON_CHARS = 2000
+# A dead letter must fit the broker's 1 MB message limit with its headers; a larger input keeps its first bytes.
+MAX_DEAD_LETTER_VALUE = 512 * 1024
+MAX_KEY = 1024  # bytes of a key or header kept in a dead letter
+MAX_REQUEST_ID = 256  # longer ids are not a client's: no error reply is addressed to them
 
 
 class StageFailure(Exception):
@@ -57,15 +62,14 @@ _wrapped = msgspec.msgpack.Decoder(_WrappedEnvelope)
 
 
 def reply_address(value: bytes) -> _ReplyEnvelope | None:
-    """The client to answer, from a request event or a stage event that wraps one; None if unreadable."""
-    try:
-        return _direct.decode(value)
-    except msgspec.DecodeError:
-        pass
-    try:
-        return _wrapped.decode(value).request
-    except msgspec.DecodeError:
-        return None
+    """The client to answer, from a request event or a stage event that wraps one; None if unreadable (anything
+    the decoder raises on, deep nesting included, means unreadable)."""
+    for decode in (_direct.decode, lambda raw: _wrapped.decode(raw).request):
+        try:
+            return decode(value)
+        except (msgspec.DecodeError, RecursionError, ValueError, TypeError, MemoryError):
+            continue
+    return None
 
 
 def _mask_strings(value: Any) -> Any:
@@ -86,14 +90,23 @@ def masked_payload(value: bytes) -> tuple[bytes, bool]:
     """
     try:
         decoded = msgspec.msgpack.decode(value)
-    except msgspec.DecodeError:
+        cleaned = _mask_strings(decoded)
+    except (msgspec.DecodeError, RecursionError, ValueError, TypeError, MemoryError):
         text = value.decode("latin-1")
         masked = mask_patterns(text).text
         return (value, False) if masked == text else (masked.encode("latin-1", errors="replace"), True)
-    cleaned = _mask_strings(decoded)
     if cleaned == decoded:
         return value, False
     return msgspec.msgpack.encode(cleaned), True
+
+
+def fitted(value: bytes, limit: int = MAX_DEAD_LETTER_VALUE) -> tuple[bytes, str]:
+    """``value`` cut to ``limit`` bytes, and a note for the reason saying what was cut (with the whole value's
+    size and sha256, so the original can be found in the source topic); no note when it fits."""
+    if len(value) <= limit:
+        return value, ""
+    digest = hashlib.sha256(value).hexdigest()
+    return value[:limit], f" [value truncated to {limit} of {len(value)} bytes; sha256 {digest}]"
 
 
 def normalize_headers(raw: Any) -> dict[str, bytes]:
@@ -128,7 +141,11 @@ class Stage(Generic[In]):
     async def run(self, stream: faust.StreamT[Any]) -> None:
         """The agent body: one call per consumed message, never raising out of the loop."""
         async for event in stream.events():
-            await self.process(event.message)
+            try:
+                await self.process(event.message)
+            except Exception as exc:  # a defect in the failure path itself: the next message is still handled
+                log.error("stage %s could not handle %s[%s]@%s: %s", self.name, event.message.topic,
+                          event.message.partition, event.message.offset, type(exc).__name__)  # fmt: skip
 
     async def process(self, message: Any) -> None:
         headers = normalize_headers(getattr(message, "headers", None))
@@ -177,6 +194,9 @@ class Stage(Generic[In]):
         reason = mask_patterns(reason[:MAX_REASON_CHARS]).text
         telemetry.stage_errors.add(1, {"stage": self.name, "reason": error_type})
         envelope = reply_address(value)
+        if envelope is not None and len(envelope.request_id) > MAX_REQUEST_ID:
+            reason += f" [no error reply: request_id of {len(envelope.request_id)} characters]"
+            envelope = None
         if envelope is not None:
             retryable = exc.retryable if isinstance(exc, StageFailure) else bool(getattr(exc, "retryable", False))
             error = AnswerError(
@@ -192,17 +212,19 @@ class Stage(Generic[In]):
                 log.exception("could not send the error reply for %s", envelope.request_id)
         if isinstance(exc, StageFailure):
             return  # a deliberate refusal is an answer, not a poisoned input
-        kept, masked = masked_payload(value)
+        masked_value, masked = masked_payload(value)
+        kept, truncated = fitted(masked_value)
+        key = bytes(message.key) if message.key is not None else None
         letter = DeadLetter(
             source_topic=str(message.topic),
             partition=int(message.partition),
             offset=int(message.offset),
             stage=self.name,
             error_type=error_type,
-            reason=reason,
-            key=bytes(message.key) if message.key is not None else None,
+            reason=reason + truncated,
+            key=key[:MAX_KEY] if key is not None else None,
             value=kept,
-            headers=headers,
+            headers={name: raw[:MAX_KEY] for name, raw in list(headers.items())[:32]},
             value_masked=masked,
         )
         telemetry.dead_letters.add(1, {"topic": str(message.topic)})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from infra.settings import Settings
 from schemas.codec import DecodeError, EventDecoder
 from schemas.events import AnswerDone, CacheInvalidation, CancelRequest, PromptedQuery, QueryRequest
 from schemas.topics import Topic
-from streams.kafka import follow_from_end
+from streams.kafka import follow_since
 from streams.worker.app import TopicTable
 from streams.worker.outbox import Outbox
 from streams.worker.resources import Resources
@@ -52,14 +53,15 @@ class Cancellations:
 
 
 async def tail_cancellations(settings: Settings, cancellations: Cancellations) -> None:
-    """Every worker reads every cancellation (no consumer group), from the moment it starts."""
+    """Every worker reads every cancellation (no consumer group). It starts one request timeout back, so the
+    cancels sent while it was down (or restarting) still stop the requests it picks up again."""
     decoder: EventDecoder[CancelRequest] = EventDecoder(CancelRequest)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, fetch_max_wait_ms=50
     )
     await consumer.start()
     try:
-        await follow_from_end(consumer, settings.topic(Topic.CANCELLATIONS))
+        await follow_since(consumer, settings.topic(Topic.CANCELLATIONS), time.time() - settings.request_timeout_s)
         async for record in consumer:
             try:
                 cancellations.add(decoder.decode(record.value or b"").request_id)

@@ -180,3 +180,24 @@ async def test_a_restarted_writer_completes_a_version_begun_before_the_restart(
     assert done and done[-1].status == "indexed" and done[-1].chunks == 5
     assert len(await index.search(tenant, "zeta", None, top_k=20, mode="bm25")) == 5
     await after.close()
+
+
+async def test_searches_recover_after_milvus_restarts_without_a_new_client(
+    parts: tuple[MilvusIndex, DocStates, list[DocDone]], stack: Stack
+) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    writer = IndexWriter(index, states, record)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await states.begin(tenant, "doc", 1)
+    await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "doc", 1, 3, "theta")))
+    assert len(await index.search(tenant, "theta", _vector(1000), top_k=5)) == 3
+
+    milvus = stack.services["milvus"]
+    milvus.stop()  # the server forgets which collections were loaded
+    milvus.start()
+    hits = await index.search(tenant, "theta", _vector(1000), top_k=5)  # the same index object, as in a worker
+    assert {p.chunk_id for p in hits} == {chunk_id(tenant, "doc", 1, i) for i in range(3)}

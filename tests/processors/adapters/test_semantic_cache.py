@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -86,12 +87,17 @@ async def test_invalidating_a_cited_document_removes_the_entry(cache: SemanticCa
     assert await cache.lookup("acme", "p:1", "q2", w) is not None
 
 
-async def test_expired_entries_are_misses(cache: SemanticCache) -> None:
+async def test_an_entry_is_a_hit_until_its_ttl_expires_then_a_miss_and_removed(cache: SemanticCache) -> None:
     v = _unit(7)
     short = SemanticCache(cache.redis, threshold=0.9, ttl_s=1, prefix=cache.prefix)
     await short.store("acme", "p:1", "q", v, _done("a [1]", ["d"]))
-    await cache.redis.delete(f"{cache.prefix}:e:" + (await _only_entry(cache)))
+    entry = await _only_entry(cache)
+    assert 0 < await cache.redis.pttl(f"{cache.prefix}:e:{entry}") <= 1000  # Redis itself expires the entry
+    assert await short.lookup("acme", "p:1", "q", v) is not None
+    await asyncio.sleep(1.3)  # nothing deletes it but the TTL
     assert await short.lookup("acme", "p:1", "q", v) is None
+    members = await cache.redis.execute_command("VCARD", f"{cache.prefix}:vs:acme:p:1")
+    assert members == 0  # the stale element was dropped from the vector set on the miss
 
 
 async def _only_entry(cache: SemanticCache) -> str:

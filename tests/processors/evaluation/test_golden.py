@@ -28,7 +28,7 @@ from schemas.events import Passage
 GENERAL = DEFAULT_FAQ_DIR / "general.html"
 COMMITTED = REPO_ROOT / "benchmarks" / "eval" / "golden" / "python_faq.jsonl"
 
-needs_faq = pytest.mark.skipif(not GENERAL.exists(), reason="python3.11-doc is not installed")
+needs_faq = pytest.mark.usefixtures("python_docs")
 
 
 @needs_faq

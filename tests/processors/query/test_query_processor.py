@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 
 from processors.adapters.memory import (
@@ -55,6 +56,7 @@ MANUAL = [
         heading_path=["Resetting the frobnicator"],
     ),
 ]
+FROB = "How is the frobnicator timeout configured?"
 ANSWER = ["The ", "timeout ", "is ", "configured ", "with ", "FROB_TIMEOUT, ", "in ", "seconds ", "[1]."]
 
 
@@ -201,3 +203,44 @@ async def test_cancelling_mid_stream_stops_the_model_and_ends_with_a_cancelled_d
     assert 0 < len(done.text) < len("".join(long_answer))
     assert text_of(events) == done.text
     assert generator.closed == ["r1"]  # the model's stream was closed, not drained
+
+
+async def test_an_expired_request_is_answered_timeout_at_each_stage_without_doing_the_work(guard: InputGuard) -> None:
+    processor, generator = await make_processor(guard, {"llm_small": Script(ANSWER)})
+    now = [1000.0]
+    processor.clock = lambda: now[0]
+    late = msgspec.structs.replace(request("How is the frobnicator timeout configured?"), deadline=999.0)
+    [error] = (await processor.prepare(late)).final
+    assert isinstance(error, AnswerError)
+    assert (error.code, error.stage, error.retryable) == ("timeout", "prepare", True)
+
+    in_time = msgspec.structs.replace(late, deadline=1010.0)
+    prompted = prompt_of(await processor.prepare(in_time))
+    now[0] = 1011.0  # the generate hop picked it up after the deadline (a backlog, a restart)
+    events = [event async for event in processor.answer(prompted)]
+    assert len(events) == 1 and isinstance(events[0], AnswerError)
+    assert (events[0].code, events[0].stage) == ("timeout", "generate")
+    assert generator.calls == []  # no model time spent on an answer nobody waits for
+
+
+@pytest.mark.parametrize(
+    ("options", "question", "expected"),
+    [
+        ({"max_tokens": 2**63 - 1}, "How is the frobnicator timeout configured?", "options.max_tokens must be 1-1024"),
+        (
+            {"model": "embedder"},
+            "How is the frobnicator timeout configured?",
+            "options.model 'embedder' is not offered",
+        ),
+        ({"prompt_version": "9"}, "How is the frobnicator timeout configured?", "prompt 'rag_qa' has no version '9'"),
+        ({}, "x" * 20_001, "question has 20001 characters; at most 20000"),
+    ],
+)
+async def test_a_request_asking_for_what_cannot_be_served_is_a_bad_request_naming_the_field(
+    guard: InputGuard, options: dict[str, object], question: str, expected: str
+) -> None:
+    processor, generator = await make_processor(guard, {"llm_small": Script(ANSWER)})
+    [error] = (await processor.prepare(request(question, **options))).final
+    assert isinstance(error, AnswerError)
+    assert error.code == "bad_request" and expected in error.message
+    assert generator.calls == []

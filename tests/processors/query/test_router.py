@@ -164,7 +164,7 @@ def test_decisions_are_explained_and_serializable() -> None:
     assert msgspec.json.decode(msgspec.json.encode(decision), type=type(decision)) == decision
 
 
-@pytest.mark.skipif(not FAQ_DIR.exists(), reason="python3.11-doc is not installed")
+@pytest.mark.usefixtures("python_docs")
 def test_python_faq_questions_mostly_stay_small_and_comparisons_agree() -> None:
     questions = faq_questions()
     assert len(questions) > 100

@@ -29,17 +29,19 @@ from schemas.events import AnswerDone, CancelRequest, TokenDelta, new_id
 from schemas.topics import Topic
 from streams.bridge.server import Bridge
 from streams.kafka import follow_from_end, topic_partitions
-from tests.conftest import KEY, BridgeProcess, WorkerProcess, client
+from tests.conftest import KEY, QUESTION, BridgeProcess, WorkerProcess, client
 
 OTHER_KEY = "other-key"
-ECHO = {"model": "llm_echo"}
+ECHO = {"model": "llm_echo", "use_cache": False}
 Message = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def bridge_settings(stack_settings: Settings) -> Settings:
+def bridge_settings(stack_settings: Settings, tenants: tuple[str, str], corpus: dict[str, Path]) -> Settings:
+    """Keys of the two tenants that hold the test corpus, so questions retrieve sources and the model streams."""
+    acme, globex = tenants
     return stack_settings.with_changes(
-        bridge_port=free_ports(1)[0], api_keys=f"{KEY}:acme,{OTHER_KEY}:beta", bridge_instance=f"t{new_id()[:8]}"
+        bridge_port=free_ports(1)[0], api_keys=f"{KEY}:{acme},{OTHER_KEY}:{globex}", bridge_instance=f"t{new_id()[:8]}"
     )
 
 
@@ -75,8 +77,9 @@ async def ask(ws: ClientConnection, question: str, client_id: str | int | None =
     return str(accepted["request_id"])
 
 
-def assert_complete_answer(messages: list[Message], request_id: str) -> Message:
-    """Tokens of this request only, seq 0..n-1, adding up to done.text; returns the done."""
+def assert_complete_answer(messages: list[Message], request_id: str, *, streamed: bool = True) -> Message:
+    """Tokens of this request only, seq 0..n-1, adding up to done.text; returns the done. ``streamed``: the model
+    produced it (not a refusal or a cache hit answered whole)."""
     done = messages[-1]
     assert done["type"] == "done", done
     assert all(m["request_id"] == request_id for m in messages), "another request's message reached this client"
@@ -85,11 +88,16 @@ def assert_complete_answer(messages: list[Message], request_id: str) -> Message:
     assert "".join(t["text"] for t in tokens) == done["text"]
     assert done["deltas"] == len(tokens)
     assert {"finish_reason", "model", "cached", "timings_ms", "usage", "prompt"} <= set(done)
+    if streamed:
+        assert done["model"] == "llm_echo" and not done["cached"] and len(tokens) >= 2, done
     return done
 
 
 def question_of(words: int, tag: str) -> str:
-    return " ".join(f"{tag}-{i}" for i in range(words))
+    """A question the corpus answers (so llm_echo streams the prompt back: sources, then the question), about
+    ``words`` words long, and told apart by ``tag``."""
+    padding = " ".join(["Please explain the frobnicator timeout setting in detail."] * max(0, (words - 8) // 8))
+    return f"{QUESTION} ({tag}) {padding}".strip()
 
 
 class TopicTail:
@@ -134,7 +142,7 @@ async def test_an_ask_is_accepted_and_streams_consecutive_tokens_then_done(bridg
 
 async def test_the_key_may_come_in_the_query_and_bad_keys_get_401_before_the_upgrade(bridge: BridgeProcess) -> None:
     async with connect(f"{bridge.url}/?api_key={KEY}") as ws:
-        request_id = await ask(ws, "query param key", client_id=7)
+        request_id = await ask(ws, question_of(8, "query param key"), client_id=7)
         assert_complete_answer(await receive_until_end(ws), request_id)
     for url, headers in (
         (bridge.url, {"Authorization": "Bearer wrong"}),
@@ -154,14 +162,15 @@ async def test_bad_messages_get_error_messages_and_the_connection_stays_usable(b
         assert error["type"] == "error" and error["code"] == "bad_request" and "question" in error["message"]
         await ws.send(json.dumps({"type": "resume", "id": new_id(), "after_seq": -1}))
         assert json.loads(await ws.recv())["code"] == "unknown_request"
-        request_id = await ask(ws, "still fine")
+        request_id = await ask(ws, question_of(8, "still fine"))
         assert_complete_answer(await receive_until_end(ws), request_id)
 
 
 async def test_200_concurrent_clients_each_get_their_own_complete_answer(bridge: BridgeProcess) -> None:
     async def one(i: int) -> tuple[str, Message]:
         async with client(bridge.url) as ws:
-            request_id = await ask(ws, f"client {i} asks question number {i} " + question_of(8, f"c{i}"), client_id=i)
+            # short answers: the test is about 200 sockets at once, not about generation throughput
+            request_id = await ask(ws, question_of(8, f"client {i}"), client_id=i, max_tokens=16)
             return request_id, assert_complete_answer(await receive_until_end(ws, timeout_s=90), request_id)
 
     started = time.monotonic()
@@ -278,7 +287,7 @@ async def test_resume_replays_what_was_missed_then_attaches_to_the_live_rest(
         await producer.stop()
     assert [m["seq"] for m in replayed] == [3, 4, 5]
     assert [m["seq"] for m in live if m["type"] == "token"] == [6, 7]
-    assert_complete_answer(before + replayed + live, request_id)
+    assert_complete_answer(before + replayed + live, request_id, streamed=False)
 
 
 async def test_two_bridge_instances_each_receive_only_their_own_replies(
@@ -337,7 +346,7 @@ async def test_a_slow_client_is_disconnected_without_delaying_others(
                 await slow.send(json.dumps({"type": "resume", "id": request_id, "after_seq": -1}))
             async with client(url) as fast:
                 started = time.monotonic()
-                fast_id = await ask(fast, "a fast client is not held up")
+                fast_id = await ask(fast, question_of(8, "a fast client is not held up"), max_tokens=16)
                 assert_complete_answer(await receive_until_end(fast, timeout_s=10), fast_id)
                 assert time.monotonic() - started < 5
             with pytest.raises(ConnectionClosed):

@@ -12,7 +12,7 @@ from processors.evaluation.golden import DEFAULT_FAQ_DIR
 GENERAL = DEFAULT_FAQ_DIR / "general.html"
 
 
-@pytest.mark.skipif(not GENERAL.exists(), reason="python3.11-doc is not installed")
+@pytest.mark.usefixtures("python_docs")
 def test_build_golden_cli(tmp_path: Path) -> None:
     from streams.cli.app import cli
 

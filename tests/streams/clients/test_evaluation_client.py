@@ -50,9 +50,9 @@ async def _read_topic(settings: Settings, key: Topic) -> list[Any]:
 
 @pytest.mark.services
 @pytest.mark.timeout(900)
-async def test_eval_and_replay_end_to_end(stack_settings: Settings, worker: object, tmp_path: Path) -> None:
-    if not GENERAL.exists():
-        pytest.skip("python3.11-doc is not installed")
+async def test_eval_and_replay_end_to_end(
+    stack_settings: Settings, worker: object, tmp_path: Path, python_docs: Path
+) -> None:
     from streams.clients import ingest as ingest_client
     from streams.clients.asker import KafkaAsker
 

@@ -125,3 +125,39 @@ async def test_a_failed_produce_does_not_stop_the_stage(failing: str) -> None:
     outbox.fail_topics.clear()
     await stage.process(Record(value=encode(request(request_id="r2")), offset=8))
     assert len(outbox.on(REPLIES)) == (2 if failing == DEAD else 1)
+
+
+def nested(depth: int) -> bytes:
+    """A query request whose unknown field is nested ``depth`` arrays deep (about 100 KB): decoders recurse on it
+    even to skip it."""
+    head = msgspec.msgpack.encode({"kind": "query.request", "request_id": "r9", "x": None})
+    return head[:-1] + b"\x91" * depth + b"\xc0"
+
+
+async def test_a_deeply_nested_input_is_a_dead_letter_not_a_crash() -> None:
+    stage, outbox, handled = make_stage()
+    await stage.process(Record(value=nested(100_000)))
+    letter = only(outbox.on(DEAD), DeadLetter)
+    assert isinstance(letter, DeadLetter) and letter.error_type == "DecodeError" and "nested" in letter.reason
+    await stage.process(Record(value=encode(request(request_id="r2"))))
+    assert handled == ["r2"]
+
+
+async def test_an_input_too_large_for_a_dead_letter_is_kept_in_part_with_its_size_and_hash() -> None:
+    stage, outbox, _ = make_stage(RuntimeError("too big to handle"))
+    big = encode(request("x " * 600_000))  # about 1.2 MB: more than a Kafka message may hold
+    await stage.process(Record(value=big))
+    letter = only(outbox.on(DEAD), DeadLetter)
+    assert isinstance(letter, DeadLetter)
+    assert len(letter.value) == 512 * 1024 and big.startswith(letter.value)
+    assert f"of {len(big)} bytes; sha256 " in letter.reason
+    assert len(encode(letter)) < 1_000_000
+    only(outbox.on(REPLIES), AnswerError)  # the client still hears why
+
+
+async def test_a_request_id_no_client_would_send_gets_no_reply_but_a_dead_letter() -> None:
+    stage, outbox, _ = make_stage(RuntimeError("boom"))
+    await stage.process(Record(value=encode(request(request_id="r" * 100_000))))
+    assert outbox.on(REPLIES) == []
+    letter = only(outbox.on(DEAD), DeadLetter)
+    assert isinstance(letter, DeadLetter) and "no error reply: request_id of 100000 characters" in letter.reason

@@ -7,7 +7,7 @@ import pytest
 from infra.settings import Settings
 from processors.query.router import FeatureRouter, HeuristicRouter
 from schemas.events import Passage
-from streams.worker.resources import query_config, router_from_settings
+from streams.configure import query_config, router_from_settings
 
 ONE_DOC = [
     Passage(chunk_id=f"{doc}#{i}", doc_id=doc, text=f"text {i}", score=score)

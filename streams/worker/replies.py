@@ -1,0 +1,84 @@
+"""Which reply addresses a worker answers to.
+
+A request names its own reply topic. Producing to a topic that does not exist blocks the producer until its
+metadata timeout (minutes), and a worker's actors would stall one by one on requests naming made-up topics. So the
+address is checked before any work and before any reply: the topic must look like a reply topic of this
+deployment (the default answers topic, the eval results topic, or a bridge's ``replies.<instance>`` topic) and
+exist, with the partition the request names. Answers are cached; an unknown topic is looked up again at most every
+``refresh_s`` seconds, so a flood of bad addresses costs one metadata request per interval.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from aiokafka import AIOKafkaConsumer
+
+from infra.settings import Settings
+from schemas.events import ReplyTo
+from schemas.topics import Topic
+
+
+class InvalidReplyAddress(ValueError):
+    """The request's ``reply_to`` cannot be answered; the message says why."""
+
+
+class ReplyAddresses:
+    def __init__(self, settings: Settings, *, refresh_s: float = 5.0) -> None:
+        self.settings = settings
+        self.refresh_s = refresh_s
+        prefix = re.escape(settings.topic_prefix)
+        self._bridge_topic = re.compile(rf"^{prefix}\.replies\.[A-Za-z0-9_-]{{1,200}}\.v1$")
+        self._fixed = {settings.reply_topic, settings.topic(Topic.EVAL_RESULTS)}
+        self._partitions: dict[str, int] = {}
+        self._looked_up: dict[str, float] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+
+    def is_reply_topic(self, topic: str) -> bool:
+        return topic in self._fixed or bool(self._bridge_topic.match(topic))
+
+    async def problem(self, reply_to: ReplyTo) -> str | None:
+        """Why ``reply_to`` cannot be answered, or None."""
+        topic = reply_to.topic
+        if not self.is_reply_topic(topic):
+            return f"reply_to.topic {topic[:200]!r} is not a reply topic of this deployment"
+        partitions = await self._partition_count(topic)
+        if partitions == 0:
+            return f"reply topic {topic!r} does not exist"
+        if reply_to.partition is not None and not 0 <= reply_to.partition < partitions:
+            return f"reply topic {topic!r} has no partition {reply_to.partition} (it has {partitions})"
+        return None
+
+    async def check(self, reply_to: ReplyTo) -> None:
+        problem = await self.problem(reply_to)
+        if problem is not None:
+            raise InvalidReplyAddress(problem)
+
+    async def _partition_count(self, topic: str) -> int:
+        known = self._partitions.get(topic)
+        if known is not None:
+            return known
+        now = time.monotonic()
+        if now - self._looked_up.get(topic, float("-inf")) < self.refresh_s:
+            return 0
+        self._looked_up[topic] = now
+        consumer = await self._metadata()
+        if topic in await consumer.topics():  # refreshes the cluster metadata
+            count = len(consumer.partitions_for_topic(topic) or ())
+            if count:
+                self._partitions[topic] = count
+            return count
+        return 0
+
+    async def _metadata(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_servers, enable_auto_commit=False)
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
