@@ -219,12 +219,18 @@ _MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
+_MD_FRONT_MATTER = re.compile(r"\A(---|\+\+\+)[ \t]*\r?\n.*?^(?:\1|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.MULTILINE | re.DOTALL)
+
+
 def load_markdown(content: str, title: str = "") -> LoadedDocument:
+    """ATX and setext headings outside code fences; YAML/TOML front matter is text before the first heading (its
+    closing ``---`` would otherwise read as a setext underline)."""
     headings: list[tuple[int, int, str]] = []
-    offset = 0
+    front_matter = _MD_FRONT_MATTER.match(content)
+    offset = front_matter.end() if front_matter else 0
     fence = ""
     previous: tuple[int, str] | None = None  # (offset, text) of the last plain line, for setext headings
-    for line in content.splitlines(keepends=True):
+    for line in content[offset:].splitlines(keepends=True):
         stripped = line.rstrip("\r\n")
         fence_match = _MD_FENCE.match(stripped)
         if fence_match:
@@ -324,7 +330,7 @@ _CHROME: dict[str, _Chrome] = {
         remove=('//*[@id="toc" or @id="toctitle" or @id="footer"]', f'//div[@id="header"]/div[{_class("details")}]')
     ),
     # Doxygen: the title bar, menus, search box, tree view and breadcrumbs, the member summary links, tooltips,
-    # permalinks and "More..." links; the title is a div.
+    # permalinks and "More..." links; the title is a div, and a member's heading sits under "... Documentation".
     "doxygen": _Chrome(
         remove=(
             '//*[@id="top" or @id="nav-path" or @id="side-nav" or @id="MSearchSelectWindow"'
@@ -333,7 +339,7 @@ _CHROME: dict[str, _Chrome] = {
             f"//span[{_class('permalink')}]",
             '//a[normalize-space() = "More..."]',
         ),
-        headings=((f"//div[{_class('headertitle')}]/div[{_class('title')}]", 1),),
+        headings=((f"//div[{_class('headertitle')}]/div[{_class('title')}]", 1), (f"//h2[{_class('memtitle')}]", 3)),
     ),
     # Texinfo (makeinfo / texi2any, texi2html): Next/Previous/Up panels, tables of contents, node menus, and the
     # "Jump to:" letter bars of index pages.
