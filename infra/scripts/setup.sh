@@ -10,6 +10,14 @@ missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 [ -d /usr/share/doc/python3.11/html ] || missing+=(python3.11-doc)
+# Real manuals by other generators, for the loader tests (tests/processors/ingest/test_ingest_manuals.py)
+[ -f /usr/share/debian-reference/ch02.en.html ] || missing+=(debian-reference-en)  # DocBook XSL (XHTML), PDF
+[ -f /usr/share/doc/maint-guide/html/first.en.html ] || missing+=(maint-guide)     # DocBook XSL (XHTML), PDF
+[ -f /usr/share/doc/libidn2-doc/libidn2.pdf ] || missing+=(libidn2-doc)            # gtk-doc, pdfTeX PDF
+[ -f /usr/share/doc/git-doc/git-config.html ] || missing+=(git-doc)                # AsciiDoc
+[ -f /usr/share/doc/libmpfr-doc/mpfr.html/Rounding.html ] || missing+=(libmpfr-doc) # Texinfo
+[ -f /usr/share/doc/libyaml-dev/html/group__emitter.html ] || missing+=(libyaml-doc) # Doxygen
+[ -f /usr/share/doc/python3-pip/html/getting-started.md ] || missing+=(python3-pip) # Markdown and reST
 if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ]; then
     log "installing system packages: ${missing[*]}"

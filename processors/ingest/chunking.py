@@ -4,7 +4,8 @@ All three are one engine with different settings. A section's text is cut into *
 recursively by lines, sentences, words, then a hard cut) and atoms are packed greedily up to ``max_size``, with
 ``overlap`` carried from the end of one chunk into the next. Sizes are measured on the exact character span, so a
 token chunk is counted by the tokenizer over the real text, not by summing pieces. Chunks never cross a heading
-unless one is smaller than ``min_size`` (then it joins a neighbour and the heading path becomes their common prefix).
+unless one is smaller than ``min_size`` (then it joins a neighbour and the heading path becomes their common prefix,
+or the neighbour's when the small one is the text before the document's first heading).
 Chunk ids are deterministic from (tenant, doc_id, version, index), so a replayed event overwrites instead of
 duplicating.
 """
@@ -179,13 +180,17 @@ class Chunker:
         self, doc: LoadedDocument, measure: Measure, pieces: list[tuple[int, int, int]]
     ) -> list[ChunkSpan]:
         merged: list[tuple[int, int, tuple[str, ...], str]] = []
+        preamble_end = next((s.start for s in doc.sections if s.heading_path), 0)
         for start, end, number in pieces:
             section = doc.sections[number]
             if merged:
                 p_start, p_end, p_path, p_anchor = merged[-1]
                 small = measure.length(start, end) < self.min_size or measure.length(p_start, p_end) < self.min_size
                 if small and measure.length(p_start, end) <= self.max_size:
-                    merged[-1] = (p_start, end, _common_prefix(p_path, section.heading_path), p_anchor)
+                    if p_end <= preamble_end:  # text before the first heading (a label, front matter) is no place
+                        merged[-1] = (p_start, end, section.heading_path, section.anchor)
+                    else:
+                        merged[-1] = (p_start, end, _common_prefix(p_path, section.heading_path), p_anchor)
                     continue
             merged.append((start, end, section.heading_path, section.anchor))
         return [ChunkSpan(s, e, path, anchor, measure.length(s, e)) for s, e, path, anchor in merged]

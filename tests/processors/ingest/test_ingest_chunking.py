@@ -75,3 +75,12 @@ def test_chunk_ids_are_deterministic_and_distinct() -> None:
     ids = {chunk_id("t", "d", v, i) for v in (1, 2) for i in range(50)}
     assert len(ids) == 100
     assert chunk_id("t", "d", 1, 0) != chunk_id("u", "d", 1, 0)
+
+
+def test_text_before_the_first_heading_takes_that_headings_path_when_merged(tokenizer: object) -> None:
+    # YAML front matter and a MyST label, as pip's Markdown docs begin: too small to be a chunk of their own
+    text = "---\nhide-toc: true\n---\n\n(guide)=\n\n# Guide\n\n" + " ".join([SENTENCE] * 3) + "\n\n## Usage\n\nCall."
+    doc = load(text, "text/markdown")
+    assert [s.heading_path for s in doc.sections] == [(), ("Guide",), ("Guide", "Usage")]
+    spans = token_chunker(200, overlap=0, min_tokens=24, tokenizer=tokenizer).split(doc)
+    assert [(s.start, s.end, s.heading_path, s.anchor) for s in spans] == [(0, len(text), ("Guide",), "guide")]

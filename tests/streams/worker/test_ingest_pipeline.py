@@ -226,11 +226,12 @@ async def test_corrupt_files_and_malformed_events_reach_the_dead_letter_topic(
     root = tmp_path / "bad"
     root.mkdir()
     (root / "broken.pdf").write_bytes(b"%PDF-1.7\n this is not a pdf at all \x00\x01")
-    (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    (root / "junk.txt").write_bytes(bytes(range(256)) * 4)  # neither UTF-8 nor text in Windows-1252
+    (root / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))  # not UTF-8, but text: indexed
     (root / "fine.txt").write_text("A perfectly fine document about walruses.")
     report = await ingest_client.ingest(stack_settings, [root], tenant, timeout_s=400, progress=False)
-    assert report.indexed == 1 and report.failed == 2
-    assert {doc for doc, _ in report.errors} == {"broken.pdf", "latin1.txt"}
+    assert report.indexed == 2 and report.failed == 2
+    assert {doc for doc, _ in report.errors} == {"broken.pdf", "junk.txt"}
 
     producer = AIOKafkaProducer(bootstrap_servers=stack_settings.kafka_servers)
     await producer.start()
@@ -242,13 +243,13 @@ async def test_corrupt_files_and_malformed_events_reach_the_dead_letter_topic(
     finally:
         await producer.stop()
 
-    keys = {f"{tenant}/{name}".encode() for name in ("broken.pdf", "latin1.txt", "garbage", "invalid")}
+    keys = {f"{tenant}/{name}".encode() for name in ("broken.pdf", "junk.txt", "garbage", "invalid")}
     letters = await find_events(stack_settings, Topic.DEAD_LETTERS, _dead, lambda e: e.key in keys, count=4)
     by_key = {letter.key.decode().split("/", 1)[1]: letter for letter in letters}
-    assert set(by_key) == {"broken.pdf", "latin1.txt", "garbage", "invalid"}
+    assert set(by_key) == {"broken.pdf", "junk.txt", "garbage", "invalid"}
     assert all(letter.stage == "ingest-chunk" for letter in letters)
     assert "PDF" in by_key["broken.pdf"].reason
-    assert "UTF-8" in by_key["latin1.txt"].reason
+    assert "not text in any encoding" in by_key["junk.txt"].reason
     assert by_key["garbage"].error_type == "DecodeError"
     assert by_key["invalid"].error_type == "InvalidDocument"
     assert by_key["garbage"].value == b"\xc1 not msgpack"  # kept whole for replay
