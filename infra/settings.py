@@ -53,13 +53,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Model repository served by the local Triton; production points Triton at triton_models/production.
     triton_model_repository: str = ""
     pytriton_version: str = "0.7.0"
+    # The Triton model ingestion embeds with: the same weights as the query path's "embedder", in instances that
+    # yield the CPU to queries (triton_models/cpu/embedder_bulk).
+    ingest_embedder_model: str = "embedder_bulk"
     # Comma-separated models Triton loads at start ("*" = every model in the repository).
     triton_load_models: str = "*"
     # Python environment the models run in (see triton_models/cpu/requirements.txt); "" = <repo>/.venv-triton.
     triton_python_env: str = ""
 
     # Readiness deadlines, seconds.
-    start_timeout_s: float = 60.0
+    start_timeout_s: float = 180.0  # a cold machine loads five models, each importing torch, from a cold disk cache
     stop_timeout_s: float = 20.0
 
     # Faust worker.

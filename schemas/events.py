@@ -173,6 +173,20 @@ class Passage(msgspec.Struct, kw_only=True, omit_defaults=True):
     char_end: int = 0
 
 
+class RankedPassage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One retrieved candidate as the pipeline ranked it (by the reranker, when it reranks): what an evaluation
+    needs to score the retrieval behind an answer. ``text`` only for the passages that went into the prompt."""
+
+    chunk_id: str
+    doc_id: str
+    score: float
+    in_context: bool = False
+    char_start: int = 0
+    char_end: int = 0
+    source_uri: str = ""
+    text: str = ""
+
+
 class PromptRef(msgspec.Struct, kw_only=True, frozen=True):
     name: str
     version: str
@@ -192,6 +206,8 @@ class PromptedQuery(Event, tag="query.prompted"):
     # The (masked) question's embedding, so the answer can be cached without embedding it again.
     embedding: list[float] = msgspec.field(default_factory=list)
     input_verdict: GuardVerdict | None = None
+    # Every retrieved candidate in the pipeline's rank order; carried to the answer (AnswerDone.retrieval).
+    ranked: list[RankedPassage] = msgspec.field(default_factory=list)
 
 
 class CancelRequest(Event, tag="query.cancel"):
@@ -242,6 +258,9 @@ class AnswerDone(Event, tag="answer.done"):
     # What the guards did: input screening and the streaming output check (masking, citations, groundedness).
     input_verdict: GuardVerdict | None = None
     output_verdict: GuardVerdict | None = None
+    # The retrieval behind this answer, in rank order, marking the passages the prompt held (empty for a cache hit):
+    # an evaluation scores what the pipeline did, not a re-run of the search.
+    retrieval: list[RankedPassage] = msgspec.field(default_factory=list)
 
 
 class AnswerError(Event, tag="answer.error"):

@@ -33,9 +33,11 @@ from tokenizers import Tokenizer
 
 
 class TritonEmbedding(BaseEmbedding):
-    """all-MiniLM-L6-v2 served by the ragstream Triton ``embedder`` model."""
+    """all-MiniLM-L6-v2 served by the Triton model ragstream ingests with (``embedder_bulk``), so both sides embed
+    on the same instances."""
 
     url: str = "127.0.0.1:8001"
+    model: str = "embedder_bulk"
     _client: Any = None
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
@@ -44,7 +46,7 @@ class TritonEmbedding(BaseEmbedding):
         array = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         tensor = grpcclient.InferInput("text", list(array.shape), "BYTES")
         tensor.set_data_from_numpy(array)
-        result = self._client.infer("embedder", [tensor], outputs=[grpcclient.InferRequestedOutput("embedding")])
+        result = self._client.infer(self.model, [tensor], outputs=[grpcclient.InferRequestedOutput("embedding")])
         return result.as_numpy("embedding").reshape(len(texts), -1).tolist()
 
     def _get_text_embedding(self, text: str) -> list[float]:

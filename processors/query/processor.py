@@ -8,7 +8,7 @@ services in the worker and against :mod:`processors.adapters.memory` in its unit
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,8 +36,10 @@ from processors.query.requests import RequestLimits, request_problem
 from schemas.events import (
     AnswerDone,
     AnswerError,
+    Passage,
     PromptedQuery,
     QueryRequest,
+    RankedPassage,
     TokenDelta,
     Usage,
 )
@@ -75,6 +77,24 @@ def _whole_answer(done: AnswerDone) -> list[TokenDelta | AnswerDone | AnswerErro
     """A complete answer as one delta plus done, so clients handle every answer the same way."""
     delta = TokenDelta(request_id=done.request_id, seq=0, text=done.text, tokens=0)
     return [delta, msgspec.structs.replace(done, deltas=1)]
+
+
+def ranking(ranked: Sequence[Passage], context: Sequence[Passage]) -> list[RankedPassage]:
+    """The pipeline's ranking as it travels on the answer; the texts only of the passages the prompt held."""
+    used = {p.chunk_id for p in context}
+    return [
+        RankedPassage(
+            chunk_id=p.chunk_id,
+            doc_id=p.doc_id,
+            score=round(p.score, 5),
+            in_context=p.chunk_id in used,
+            char_start=p.char_start,
+            char_end=p.char_end,
+            source_uri=p.source_uri,
+            text=p.text if p.chunk_id in used else "",
+        )
+        for p in ranked
+    ]
 
 
 class _Answered(Exception):
@@ -204,9 +224,10 @@ class QueryProcessor:
         )
         timings["retrieve"] = _ms(started)
         started = time.perf_counter()
-        passages = await self.reranker.rerank(question, candidates, self.config.rerank_k) if candidates else []
+        # Every candidate is ranked (the reranker scores them all anyway), so the answer can carry the whole ranking.
+        ranked = await self.reranker.rerank(question, candidates, len(candidates)) if candidates else []
         timings["rerank"] = _ms(started)
-        relevant = [p for p in passages if p.score >= self.config.min_relevance]
+        relevant = [p for p in ranked[: self.config.rerank_k] if p.score >= self.config.min_relevance]
         if not relevant:
             raise _Answered(
                 *_whole_answer(
@@ -216,6 +237,7 @@ class QueryProcessor:
                         finish_reason="refused",
                         timings_ms=timings,
                         input_verdict=screened.verdict,
+                        retrieval=ranking(ranked, []),
                     )
                 )
             )
@@ -236,6 +258,7 @@ class QueryProcessor:
                 timings_ms=timings,
                 embedding=[float(x) for x in np.asarray(vector).reshape(-1)],
                 input_verdict=screened.verdict,
+                ranked=ranking(ranked, context.sources),
             )
         )
 
@@ -318,6 +341,7 @@ class QueryProcessor:
             deltas=seq,
             input_verdict=prompted.input_verdict,
             output_verdict=verdict,
+            retrieval=prompted.ranked,
         )
 
     async def remember(self, prompted: PromptedQuery, done: AnswerDone) -> None:

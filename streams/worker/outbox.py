@@ -19,6 +19,7 @@ from schemas.codec import encode
 from schemas.events import ReplyTo
 from schemas.topics import Topic
 from streams import telemetry
+from streams.worker.replies import ReplyAddresses
 
 
 def _headers(event: msgspec.Struct, extra: Mapping[str, bytes] | None) -> dict[str, bytes]:
@@ -47,11 +48,13 @@ class Outbox(Protocol):
 
 
 class KafkaOutbox:
-    """Produces through the Faust app's producer, with the current trace context in the headers."""
+    """Produces through the Faust app's producer, with the current trace context in the headers. Replies go only
+    to addresses ``replies`` accepts (a made-up reply topic would stall the producer for minutes)."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, *, replies: ReplyAddresses | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.replies = replies
 
     async def send(
         self,
@@ -75,6 +78,8 @@ class KafkaOutbox:
         return delivery
 
     async def reply(self, reply_to: ReplyTo, request_id: str, event: msgspec.Struct) -> None:
+        if self.replies is not None:
+            await self.replies.check(reply_to)
         await self.send(reply_to.topic, request_id, event, partition=reply_to.partition)
 
     async def emit(self, topic: Topic, key: str | bytes | None, event: msgspec.Struct) -> None:

@@ -50,6 +50,11 @@ class Resources:
         return TritonEmbedder(self.triton)
 
     @property
+    def bulk_embedder(self) -> TritonEmbedder:
+        """The embedder ingestion uses: same vectors as :attr:`embedder`, at a lower CPU priority in Triton."""
+        return TritonEmbedder(self.triton, model=self.settings.ingest_embedder_model)
+
+    @property
     def reranker(self) -> TritonReranker:
         return TritonReranker(self.triton)
 

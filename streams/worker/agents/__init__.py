@@ -11,6 +11,7 @@ from infra.settings import Settings
 from streams.worker.agents import ingest, query
 from streams.worker.app import TopicTable
 from streams.worker.outbox import KafkaOutbox
+from streams.worker.replies import ReplyAddresses
 from streams.worker.resources import Resources
 from streams.worker.stage import Stage
 
@@ -27,16 +28,20 @@ class Pipeline:
 def register(app: faust.App, settings: Settings, *, generation_concurrency: int = 32) -> Pipeline:
     """Attach every agent to ``app``; the returned pipeline exposes its parts to tests and benchmarks."""
     topics = TopicTable(app, settings)
-    outbox = KafkaOutbox(app, settings)
+    replies = ReplyAddresses(settings)
+    outbox = KafkaOutbox(app, settings, replies=replies)
     resources = Resources(settings)
     stages: dict[str, Stage[Any]] = {}
     stages.update(
-        query.register(app, settings, topics, outbox, resources, generation_concurrency=generation_concurrency)
+        query.register(
+            app, settings, topics, outbox, resources, replies=replies, generation_concurrency=generation_concurrency
+        )
     )
     stages.update(ingest.register(app, settings, topics, outbox, resources))
 
     async def close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await resources.close()
+        await replies.close()
 
     app.on_before_shutdown.connect(close_resources)
 

@@ -53,7 +53,7 @@ def ingest_processor(
     settings: Settings, resources: Resources, outbox: Outbox, *, embed_batch: int, index_batch: int
 ) -> IngestProcessor:
     embedder = CachedEmbedder(
-        resources.embedder, resources.redis, prefix=f"{settings.topic_prefix}:emb",
+        resources.bulk_embedder, resources.redis, prefix=f"{settings.topic_prefix}:emb",
         counters=_count_lookups, model_id=MODEL_NAME,
     )  # fmt: skip
     return IngestProcessor(

@@ -29,6 +29,7 @@ from schemas.topics import Topic
 from streams.kafka import follow_since
 from streams.worker.app import TopicTable
 from streams.worker.outbox import Outbox
+from streams.worker.replies import ReplyAddresses
 from streams.worker.resources import Resources
 from streams.worker.stage import Stage, StageContext
 
@@ -78,11 +79,14 @@ def register(
     outbox: Outbox,
     resources: Resources,
     *,
+    replies: ReplyAddresses | None = None,
     generation_concurrency: int = 32,
 ) -> dict[str, Stage[Any]]:
     cancellations = Cancellations()
 
     async def prepare(request: QueryRequest, ctx: StageContext) -> None:
+        if replies is not None:
+            await replies.check(request.reply_to)  # before any work: an unanswerable request is a dead letter
         prepared = await (await resources.query()).prepare(request)
         if prepared.prompted is not None:
             await ctx.outbox.emit(Topic.QUERY_STAGES, request.request_id, prepared.prompted)

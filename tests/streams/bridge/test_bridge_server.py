@@ -93,11 +93,11 @@ def assert_complete_answer(messages: list[Message], request_id: str, *, streamed
     return done
 
 
-def question_of(words: int, tag: str) -> str:
+def question_of(words: int) -> str:
     """A question the corpus answers (so llm_echo streams the prompt back: sources, then the question), about
-    ``words`` words long, and told apart by ``tag``."""
+    ``words`` words long. Requests are told apart by their ids; the cache is off (``ECHO``)."""
     padding = " ".join(["Please explain the frobnicator timeout setting in detail."] * max(0, (words - 8) // 8))
-    return f"{QUESTION} ({tag}) {padding}".strip()
+    return f"{QUESTION} {padding}".strip()
 
 
 class TopicTail:
@@ -136,13 +136,13 @@ def keyed(request_id: str) -> Callable[[bytes | None, bytes], bool]:
 
 async def test_an_ask_is_accepted_and_streams_consecutive_tokens_then_done(bridge: BridgeProcess) -> None:
     async with client(bridge.url) as ws:
-        request_id = await ask(ws, question_of(40, "first"), client_id="c1")
+        request_id = await ask(ws, question_of(40), client_id="c1")
         assert_complete_answer(await receive_until_end(ws), request_id)
 
 
 async def test_the_key_may_come_in_the_query_and_bad_keys_get_401_before_the_upgrade(bridge: BridgeProcess) -> None:
     async with connect(f"{bridge.url}/?api_key={KEY}") as ws:
-        request_id = await ask(ws, question_of(8, "query param key"), client_id=7)
+        request_id = await ask(ws, question_of(8), client_id=7)
         assert_complete_answer(await receive_until_end(ws), request_id)
     for url, headers in (
         (bridge.url, {"Authorization": "Bearer wrong"}),
@@ -162,7 +162,7 @@ async def test_bad_messages_get_error_messages_and_the_connection_stays_usable(b
         assert error["type"] == "error" and error["code"] == "bad_request" and "question" in error["message"]
         await ws.send(json.dumps({"type": "resume", "id": new_id(), "after_seq": -1}))
         assert json.loads(await ws.recv())["code"] == "unknown_request"
-        request_id = await ask(ws, question_of(8, "still fine"))
+        request_id = await ask(ws, question_of(8))
         assert_complete_answer(await receive_until_end(ws), request_id)
 
 
@@ -170,7 +170,7 @@ async def test_200_concurrent_clients_each_get_their_own_complete_answer(bridge:
     async def one(i: int) -> tuple[str, Message]:
         async with client(bridge.url) as ws:
             # short answers: the test is about 200 sockets at once, not about generation throughput
-            request_id = await ask(ws, question_of(8, f"client {i}"), client_id=i, max_tokens=16)
+            request_id = await ask(ws, question_of(8), client_id=i, max_tokens=16)
             return request_id, assert_complete_answer(await receive_until_end(ws, timeout_s=90), request_id)
 
     started = time.monotonic()
@@ -186,7 +186,7 @@ async def test_cancel_messages_and_disconnects_put_cancel_requests_on_kafka(
 ) -> None:
     async with TopicTail(bridge_settings, bridge_settings.topic(Topic.CANCELLATIONS)) as tail:
         async with client(bridge.url) as ws:
-            request_id = await ask(ws, question_of(300, "cancel"), client_id="c-cancel", max_tokens=300)
+            request_id = await ask(ws, question_of(300), client_id="c-cancel", max_tokens=300)
             await ws.send(json.dumps({"type": "cancel", "id": "c-cancel"}))
             messages = await receive_until_end(ws)
             assert messages[-1]["type"] in ("done", "error") and messages[-1]["request_id"] == request_id
@@ -194,7 +194,7 @@ async def test_cancel_messages_and_disconnects_put_cancel_requests_on_kafka(
         assert cancel.request_id == request_id and cancel.reason == "client"
 
         async with client(bridge.url) as ws:  # closed right after accepted: the answer is still on its way
-            gone_id = await ask(ws, question_of(300, "gone"), max_tokens=300)
+            gone_id = await ask(ws, question_of(300), max_tokens=300)
         cancel = _cancels.decode(await tail.wait_for(keyed(gone_id)))
         assert cancel.reason == "disconnect"
 
@@ -214,7 +214,7 @@ async def test_resume_after_a_bridge_restart_mid_answer_loses_nothing(
     async with TopicTail(bridge_settings, bridge_settings.topic(Topic.CANCELLATIONS)) as tail:
         try:
             async with client(f"ws://127.0.0.1:{port}") as ws:
-                request_id = await ask(ws, question_of(250, "resume"), max_tokens=250)
+                request_id = await ask(ws, question_of(250), max_tokens=250)
                 await first.stop()  # the answer is in flight (250 echo tokens take over a second): events keep coming
                 seen: list[Message] = []
                 with pytest.raises(ConnectionClosed):
@@ -340,13 +340,13 @@ async def test_a_slow_client_is_disconnected_without_delaying_others(
     url = f"ws://127.0.0.1:{slow_bridge.port}"
     try:
         async with client(url, max_queue=1) as slow:  # max_queue=1: the library stops reading, TCP fills up
-            request_id = await ask(slow, question_of(60, "slow"))
+            request_id = await ask(slow, question_of(60))
             await asyncio.sleep(1.5)  # the answer is complete in the bridge's resume buffer
             for _ in range(2000):  # each resume replays the whole answer into the slow client's queue
                 await slow.send(json.dumps({"type": "resume", "id": request_id, "after_seq": -1}))
             async with client(url) as fast:
                 started = time.monotonic()
-                fast_id = await ask(fast, question_of(8, "a fast client is not held up"), max_tokens=16)
+                fast_id = await ask(fast, question_of(8), max_tokens=16)
                 assert_complete_answer(await receive_until_end(fast, timeout_s=10), fast_id)
                 assert time.monotonic() - started < 5
             with pytest.raises(ConnectionClosed):

@@ -108,6 +108,38 @@ async def test_malformed_events_become_dead_letters_and_the_worker_keeps_going(
     assert isinstance(done, AnswerDone) and text == done.text
 
 
+async def test_requests_naming_missing_or_foreign_reply_topics_are_dead_letters_and_never_stall_the_worker(
+    worker: WorkerProcess, stack_settings: Settings
+) -> None:
+    start = await _end_offset(stack_settings, Topic.DEAD_LETTERS)
+    prefix = stack_settings.topic_prefix
+    bad = {
+        b"ghost": ReplyTo(topic=f"{prefix}.replies.ghost{time.time_ns()}.v1"),  # a reply topic nobody created
+        b"foreign": ReplyTo(topic=stack_settings.topic(Topic.DOCUMENTS)),  # exists, but is not a reply topic
+        b"partition": ReplyTo(topic=stack_settings.reply_topic, partition=99),
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=stack_settings.kafka_servers, acks="all")
+    await producer.start()
+    try:
+        for _ in range(3):  # more than one round: each must be refused fast, not wait out a producer timeout
+            for key, reply_to in bad.items():
+                request = QueryRequest(request_id=key.decode(), tenant="t", question="q?", reply_to=reply_to)
+                await producer.send_and_wait(stack_settings.topic(Topic.QUERIES), encode(request), key=key)
+    finally:
+        await producer.stop()
+    started = time.monotonic()
+    async with KafkaAsker(stack_settings) as asker:  # served at once, although 9 bad requests came first
+        request_id = await asker.send("still answering?", options=QueryOptions(model="llm_echo", use_cache=False))
+        _, done = await _answer(asker, request_id)
+    assert isinstance(done, AnswerDone) and time.monotonic() - started < 30
+    letters = await _dead_letters_after(stack_settings, start, 9)
+    reasons = {letter.key: letter.reason for letter in letters}
+    assert "does not exist" in reasons[b"ghost"]
+    assert "is not a reply topic" in reasons[b"foreign"]
+    assert "has no partition 99" in reasons[b"partition"]
+    assert {letter.error_type for letter in letters} == {"InvalidReplyAddress"}
+
+
 async def test_a_failing_model_answers_the_client_with_an_error_event(
     corpus: dict[str, Path], tenants: tuple[str, str], stack_settings: Settings
 ) -> None:
