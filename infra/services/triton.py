@@ -9,9 +9,11 @@ through ``python3`` on ``PATH`` and must load the same ``libpython`` its interpr
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -59,6 +61,28 @@ def _mapped_files() -> set[str]:
         except OSError:
             continue
     return in_use
+
+
+def kill_stubs(backend_dir: Path) -> list[int]:
+    """SIGKILL the Python-backend stub processes of this stack's Triton (their command line names its backend
+    folder, which lies in the stack's data dir). When Triton itself was killed, its stubs outlive it, each holding a
+    model's memory; nothing else names that folder, so no other process is touched."""
+    marker = str(backend_dir)
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub") and any(
+            marker.encode() in arg for arg in argv[1:]
+        ):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
 
 
 def remove_orphaned_shm() -> list[str]:
@@ -252,4 +276,5 @@ class Triton(Service):
             return f"no Triton answer on {self.settings.host}:{self.settings.triton_http_port} ({exc})"
 
     def after_stop(self) -> None:
+        kill_stubs(self.backend_dir)
         remove_orphaned_shm()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import glob
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,38 @@ def test_a_model_that_cannot_load_fails_fast_with_the_reason(tmp_path: Path) -> 
     with pytest.raises(ServiceError, match="triton failed to start"):
         stack.up(["triton"])
     assert stack.status(["triton"])[0].state == "down"
+
+
+def _stubs_of(backend_dir: Path) -> list[int]:
+    """PIDs of live Python-backend stubs whose command line names this stack's backend folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"triton_python_backend_stub" in argv and str(backend_dir).encode() in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def test_down_after_triton_was_killed_leaves_no_model_process_behind(tmp_path: Path) -> None:
+    settings = isolated_settings(tmp_path / "data", triton_load_models="llm_echo")
+    stack = Stack(settings)
+    try:
+        stack.up(["triton"])
+        triton = stack.services["triton"]
+        backend_dir = triton.backend_dir  # type: ignore[attr-defined]
+        stubs = _stubs_of(backend_dir)
+        assert stubs, "no model stub found for the running Triton"
+        pid = triton.status().pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # what a crash or an OOM kill does: the stubs outlive the server
+        time.sleep(1.0)
+        assert _stubs_of(backend_dir) == stubs
+        stack.down(["triton"])
+        time.sleep(0.5)
+        assert _stubs_of(backend_dir) == []
+    finally:
+        stack.down()
