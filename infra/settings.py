@@ -71,6 +71,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Lower than Faust's defaults: the pipeline is latency-bound, not throughput-bound (see benchmarks/).
     consumer_fetch_max_wait_ms: int = 10
     producer_linger_ms: int = 0
+    # CPU priority a worker of the ingest role gives itself (`ragstream worker --role ingest`): bulk indexing
+    # yields the cores to the query path.
+    ingest_worker_nice: int = 10
     # Where answers go when a request names no reply topic.
     default_reply_topic: str = ""
 

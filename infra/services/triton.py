@@ -76,8 +76,10 @@ def kill_stubs(backend_dir: Path) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(argv) > 1 and argv[0].endswith(b"triton_python_backend_stub") and any(
-            marker.encode() in arg for arg in argv[1:]
+        if (
+            len(argv) > 1
+            and argv[0].endswith(b"triton_python_backend_stub")
+            and any(marker.encode() in arg for arg in argv[1:])
         ):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -72,11 +72,18 @@ def status(services: ServiceNames = None) -> None:
 @cli.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Concurrent generations per worker.")] = 32,
+    role: Annotated[
+        str, typer.Option(help="all, or query / ingest to run the two paths as separate processes (see the docs).")
+    ] = "all",
 ) -> None:
-    """Run a Faust worker with every agent."""
+    """Run a Faust worker with the agents of its role (every agent by default)."""
+    from streams.worker.agents import Role
     from streams.worker.main import run_worker
 
-    run_worker(settings_or_exit(), generation_concurrency=concurrency)
+    if role not in ("all", "query", "ingest"):
+        typer.echo(f"error: --role must be all, query or ingest, not {role!r}", err=True)
+        raise typer.Exit(2)
+    run_worker(settings_or_exit(), generation_concurrency=concurrency, role=cast(Role, role))
 
 
 @cli.command()

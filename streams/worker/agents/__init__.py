@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import faust
 
@@ -25,19 +25,29 @@ class Pipeline:
     stages: dict[str, Stage[Any]]
 
 
-def register(app: faust.App, settings: Settings, *, generation_concurrency: int = 32) -> Pipeline:
-    """Attach every agent to ``app``; the returned pipeline exposes its parts to tests and benchmarks."""
+Role = Literal["all", "query", "ingest"]
+
+
+def app_id(settings: Settings, role: Role) -> str:
+    """The consumer group of a role: a split role must not share a group with agents it does not run."""
+    return settings.app_id if role == "all" else f"{settings.app_id}-{role}"
+
+
+def register(app: faust.App, settings: Settings, *, generation_concurrency: int = 32, role: Role = "all") -> Pipeline:
+    """Attach the agents of ``role`` to ``app``; the returned pipeline exposes its parts to tests and benchmarks."""
     topics = TopicTable(app, settings)
     replies = ReplyAddresses(settings)
     outbox = KafkaOutbox(app, settings, replies=replies)
     resources = Resources(settings)
     stages: dict[str, Stage[Any]] = {}
-    stages.update(
-        query.register(
-            app, settings, topics, outbox, resources, replies=replies, generation_concurrency=generation_concurrency
+    if role in ("all", "query"):
+        stages.update(
+            query.register(
+                app, settings, topics, outbox, resources, replies=replies, generation_concurrency=generation_concurrency
+            )
         )
-    )
-    stages.update(ingest.register(app, settings, topics, outbox, resources))
+    if role in ("all", "ingest"):
+        stages.update(ingest.register(app, settings, topics, outbox, resources))
 
     async def close_resources(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         await resources.close()
