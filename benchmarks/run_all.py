@@ -56,7 +56,7 @@ from infra.settings import REPO_ROOT, Settings
 from processors.evaluation.metrics import PassRule
 from processors.reporting.bench_sections import goals_summary
 from processors.reporting.machine import load_average, run_facts
-from streams.clients.evaluation import EvalConfig, evaluate, write_cases
+from streams.clients.evaluation import EvalConfig, as_json, evaluate, write_cases
 
 REPORTS = REPO_ROOT / "benchmarks" / "results" / "report"
 GOLDEN = REPO_ROOT / "benchmarks" / "eval" / "golden" / "python_faq.jsonl"
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         load_average_end=load_end,
         latency_summary=parts.results.get("latency"),
         concurrency_summary=parts.results.get("concurrency"),
-        eval_summary=evaluated[0] if evaluated else None,
+        eval_summary=as_json(evaluated[0]) if evaluated else None,
     )
     out = stamped_dir(args.out)
     if evaluated:

@@ -138,6 +138,10 @@ class QueryOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     model: str | None = None
     prompt_version: str | None = None
     use_cache: bool = True
+    # How the answer is made: "generate" (the model writes it), "extractive" (the sentences of the sources that
+    # answer it, quoted with their citations), or "verified" (generated, and replaced by the extractive answer when
+    # the sources contradict it). None: the deployment's default.
+    strategy: str | None = None
 
 
 class QueryRequest(Event, tag="query.request"):

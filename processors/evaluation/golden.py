@@ -48,6 +48,10 @@ class GoldenCase(msgspec.Struct, kw_only=True, omit_defaults=True):
     relevant: list[Relevant] = msgspec.field(default_factory=list)
     expect_refusal: bool = False
     tags: list[str] = msgspec.field(default_factory=list)
+    # What a correct answer must state, each as a short canonical string ("5", "DEFAULT_PROTOCOL", "immutable"),
+    # with other accepted spellings per fact ({"5": ["five"]}); empty: the case measures retrieval and refusal only.
+    key_facts: list[str] = msgspec.field(default_factory=list)
+    key_fact_alternatives: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
 
 class GoldenError(ValueError):

@@ -161,16 +161,17 @@ def retrieval_goal(evaluation: Summary | None) -> dict[str, Any]:
     retrieval: Summary | None = (evaluation or {}).get("retrieval")
     if retrieval is None:
         return goal(name, target, "not measured", None, "the eval (with its retrieval comparison) did not run")
-    beats = retrieval.get("hybrid_rerank_beats_both")
+    judged: Summary = retrieval.get("verdict") or {}
+    beats = judged.get("hybrid_rerank_beats_both")
     modes = retrieval.get("modes", {})
     if beats is None:
-        return goal(name, target, "not measured", None, str(retrieval.get("verdict", "")))
+        return goal(name, target, "not measured", None, str(judged.get("verdict", "")))
     measured = (
         f"{fmt(modes['hybrid+rerank']['ndcg_at_10'])} vs dense {fmt(modes['dense']['ndcg_at_10'])} "
-        f"({retrieval['margin_vs_dense']:+.3f}), BM25 {fmt(modes['bm25']['ndcg_at_10'])} "
-        f"({retrieval['margin_vs_bm25']:+.3f}); {retrieval.get('cases')} cases"
+        f"({judged['margin_vs_dense']:+.3f}), BM25 {fmt(modes['bm25']['ndcg_at_10'])} "
+        f"({judged['margin_vs_bm25']:+.3f}); {retrieval.get('cases')} cases"
     )
-    return goal(name, target, measured, bool(beats), str(retrieval.get("recommendation", "")))
+    return goal(name, target, measured, bool(beats), str(judged.get("recommendation", "")))
 
 
 def groundedness_goal(evaluation: Summary | None) -> dict[str, Any]:

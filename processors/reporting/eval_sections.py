@@ -12,6 +12,13 @@ from processors.reporting.markdown import Section, fmt, table
 
 RETRIEVAL_METRICS = ("ndcg_at_10", "recall_at_5", "recall_at_20", "mrr")
 _LABELS = {
+    "correctness": "correct when answered (key facts, no contradiction)",
+    "answered_coverage": "answerable questions answered",
+    "citation_precision": "citation precision (cited source supports the sentence)",
+    "refusal_accuracy": "unanswerable questions refused",
+    "false_refusal_rate": "answerable questions refused",
+    "contradiction_rate": "answers with a contradicted sentence",
+    "key_fact_recall": "key facts stated",
     "ndcg_at_10": "nDCG@10",
     "recall_at_5": "recall@5",
     "recall_at_20": "recall@20",
@@ -67,13 +74,20 @@ def eval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
         *table(["metric", "value"], [[label(k), v] for k, v in quality.items()]),
         "",
     ]
+    section.lines += [
+        f"Correct: an answered, answerable case with key facts ({summary.get('with_key_facts')} cases have them) "
+        "whose answer states every key fact and none of whose sentences the passages it was built from contradict "
+        f"(claim checker `{summary.get('checker') or '?'}`). Retrieval and these checks use the passages each answer "
+        "carried, not a second search.",
+        "",
+    ]
     thresholds: Mapping[str, Any] = summary.get("thresholds", {})
     if thresholds:
         section.lines += [
             "A case passes when refusal is expected and the pipeline refused, or when it is answerable and the "
             f"answer is not a refusal, groundedness >= {fmt(thresholds.get('groundedness'), 2)} (sentence support "
             f">= {fmt(thresholds.get('sentence_support'), 2)}), cosine similarity to the reference >= "
-            f"{fmt(thresholds.get('similarity'), 2)}, and every citation is valid.",
+            f"{fmt(thresholds.get('similarity'), 2)}, every citation is valid, and (with key facts) it is correct.",
             "",
         ]
     refusals: Mapping[str, Any] = summary.get("refusals", {})
@@ -93,8 +107,13 @@ def eval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
         ]
     by_tag: Mapping[str, Any] = summary.get("by_tag", {})
     if by_tag:
-        rows = [[tag, v.get("cases"), v.get("pass_rate")] for tag, v in sorted(by_tag.items())]
-        section.lines += ["### Pass rate by tag", "", *table(["tag", "cases", "pass rate"], rows), ""]
+        rows = [[tag, v.get("cases"), v.get("pass_rate"), v.get("correctness")] for tag, v in sorted(by_tag.items())]
+        section.lines += [
+            "### By tag",
+            "",
+            *table(["tag", "cases", "pass rate", "correct when answered"], rows),
+            "",
+        ]
     dist: Mapping[str, Any] = summary.get("distributions", {})
     keys = ("groundedness", "answer_similarity", "answer_relevance", "context_relevance")
     if any(dist.get(k) for k in keys):
@@ -116,6 +135,11 @@ def eval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
     headline = [
         k
         for k in (
+            "correctness",
+            "answered_coverage",
+            "citation_precision",
+            "refusal_accuracy",
+            "false_refusal_rate",
             "pass_rate",
             "refusal_correctness",
             "citation_validity",
@@ -124,7 +148,7 @@ def eval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
             "answer_relevance",
             "context_relevance",
         )
-        if k in quality
+        if quality.get(k) is not None
     ]
     if headline:
         bar_chart(
@@ -142,9 +166,10 @@ def retrieval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
     modes: Mapping[str, Mapping[str, Any]] = summary.get("modes", {})
     section = Section(str(summary.get("title", "Retrieval comparison")))
     section.lines += [
-        f"{summary.get('cases')} cases with known relevant spans; top {summary.get('top_k')} per mode, searched "
-        "directly in Milvus (same tenant, same index as the pipeline); rerank = the Triton reranker over the hybrid "
-        "(or dense/BM25) top-k. A chunk is relevant when it overlaps the golden answer span of the same document.",
+        f"{summary.get('cases')} cases with known relevant spans. `pipeline`: the ranking each answer carried (what "
+        f"the pipeline retrieved and reranked for it, {summary.get('pipeline_mode')} mode); the other modes: top "
+        f"{summary.get('top_k')} searched directly in Milvus (same tenant, same index); rerank = the Triton reranker "
+        "over that mode's top-k. A chunk is relevant when it overlaps the golden answer span of the same document.",
         "",
         *table(
             ["mode", *[label(m) for m in RETRIEVAL_METRICS], "search p50 ms"],
@@ -152,10 +177,10 @@ def retrieval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
         ),
         "",
     ]
-    verdict = summary.get("verdict")
-    if verdict:
-        section.lines += [f"**{verdict}**", ""]
-    recommendation = summary.get("recommendation")
+    judged: Mapping[str, Any] = summary.get("verdict") or {}
+    if judged.get("verdict"):
+        section.lines += [f"**{judged['verdict']}**", ""]
+    recommendation = judged.get("recommendation")
     if recommendation:
         section.lines += [f"Recommendation: {recommendation}", ""]
     gate: Mapping[str, Any] | None = summary.get("refusal_gate")
@@ -165,9 +190,9 @@ def retrieval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
             "### Refusal gate (top reranker score)",
             "",
             f"The pipeline refuses without a model call when the best {gate.get('mode')} score is below "
-            f"min_relevance = {fmt(gate.get('min_relevance'), 2)}. Answerable questions: min {fmt(ans.get('min'))}, "
-            f"p10 {fmt(ans.get('p10'))}, median {fmt(ans.get('median'))}; out-of-corpus questions: median "
-            f"{fmt(ooc.get('median'))}, p90 {fmt(ooc.get('p90'))}, max {fmt(ooc.get('max'))}. Decisions right at "
+            f"min_relevance = {fmt(gate.get('min_relevance'), 2)}. Answerable questions: min {fmt(ans.get('low'))}, "
+            f"p10 {fmt(ans.get('middle'))}, median {fmt(ans.get('high'))}; out-of-corpus questions: median "
+            f"{fmt(ooc.get('low'))}, p90 {fmt(ooc.get('middle'))}, max {fmt(ooc.get('high'))}. Decisions right at "
             f"the current threshold: {fmt(gate.get('accuracy_at_min_relevance'))}; best threshold on this set "
             f"{fmt(gate.get('best_threshold'))} with {fmt(gate.get('best_accuracy'))} right (fitted on the same "
             "cases it is scored on: a starting point, not a validated setting).",

@@ -19,7 +19,7 @@ import datetime as dt
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,14 +30,19 @@ import numpy as np
 from infra.settings import REPO_ROOT, Settings
 from processors.adapters.doc_states import DocStates
 from processors.adapters.embedder import TritonEmbedder
-from processors.adapters.milvus import MilvusIndex, collection_name, literal, milvus_client
+from processors.adapters.milvus import MilvusIndex, collection_name, milvus_client
 from processors.adapters.reranker import TritonReranker
 from processors.adapters.triton import TritonClient
 from processors.citations import strip_citations
+from processors.claims.lexical import LexicalClaimChecker
+from processors.claims.verdicts import ClaimChecker
 from processors.evaluation import metrics as m
 from processors.evaluation.golden import GoldenCase, load_golden
 from processors.evaluation.scoring import (
-    Answer,
+    AnswerRecord,
+    CaseRecord,
+    EvalSummary,
+    Ranking,
     RunDescription,
     ScoringOptions,
     safe_name,
@@ -93,9 +98,9 @@ class EvalAsker(KafkaAsker):
     async def publish(self, topic: Topic, key: str, event: msgspec.Struct) -> None:
         await self._producer.send_and_wait(self.settings.topic(topic), encode(event), key=key.encode())
 
-    async def ask(self, request: QueryRequest, *, timeout_s: float) -> Answer:
+    async def ask(self, request: QueryRequest, *, timeout_s: float) -> AnswerRecord:
         """Send ``request`` and collect its answer events until done, error or ``timeout_s`` of silence."""
-        answer = Answer(request_id=request.request_id)
+        answer = AnswerRecord(request_id=request.request_id)
         started = time.perf_counter()
         await self.send_request(request)
         try:
@@ -104,17 +109,7 @@ class EvalAsker(KafkaAsker):
                 if isinstance(event, TokenDelta) and event.text and answer.ttft_ms is None:
                     answer.ttft_ms = elapsed
                 elif isinstance(event, AnswerDone):
-                    answer.total_ms = elapsed
-                    answer.text = event.text
-                    answer.citations = list(event.citations)
-                    answer.finish_reason = event.finish_reason
-                    answer.cached = event.cached
-                    answer.model = event.model
-                    answer.prompt_version = event.prompt_ref.version if event.prompt_ref else ""
-                    answer.server_timings_ms = dict(event.timings_ms)
-                    answer.completion_tokens = event.usage.completion_tokens
-                    if answer.ttft_ms is None:
-                        answer.ttft_ms = elapsed
+                    answer = record_of(event, answer.request_id, ttft_ms=answer.ttft_ms or elapsed, total_ms=elapsed)
                 elif isinstance(event, AnswerError):
                     answer.total_ms = elapsed
                     answer.error_code = event.code
@@ -123,6 +118,26 @@ class EvalAsker(KafkaAsker):
             answer.error_code = "timeout"
             answer.error = f"no answer event within {timeout_s:.0f}s"
         return answer
+
+
+def record_of(done: AnswerDone, request_id: str, *, ttft_ms: float | None, total_ms: float | None) -> AnswerRecord:
+    """What an evaluation keeps of a finished answer, with the ranking it was built from."""
+    return AnswerRecord(
+        request_id=request_id,
+        text=done.text,
+        citations=list(done.citations),
+        finish_reason=done.finish_reason,
+        cached=done.cached,
+        model=done.model,
+        prompt_version=done.prompt_ref.version if done.prompt_ref else "",
+        ttft_ms=ttft_ms,
+        total_ms=total_ms,
+        server_timings_ms=dict(done.timings_ms),
+        completion_tokens=done.usage.completion_tokens,
+        prompt_tokens=done.usage.prompt_tokens,
+        retrieval=list(done.retrieval),
+        output_flags=list(done.output_verdict.reasons) if done.output_verdict else [],
+    )
 
 
 # --- direct access to the index and models ---------------------------------------------------------------------
@@ -156,19 +171,7 @@ class EvalClients:
         vectors = await self.embedder.embed(unique) if unique else np.zeros((0, self.embedder.dim), np.float32)
         return {text: vectors[i] for i, text in enumerate(unique)}
 
-    async def chunk_texts(self, chunk_ids: Sequence[str]) -> dict[str, str]:
-        ids = sorted(set(chunk_ids))
-        if not ids:
-            return {}
-        await self.index.ensure_collection()
-        rows = await self.milvus.query(
-            self.index.collection,
-            filter=f"chunk_id in [{', '.join(map(literal, ids))}]",
-            output_fields=["chunk_id", "text"],
-        )
-        return {str(row["chunk_id"]): str(row["text"]) for row in rows}
-
-    async def rankings(self, tenant: str, question: str, vector: Sequence[float], top_k: int) -> dict[str, Any]:
+    async def rankings(self, tenant: str, question: str, vector: Sequence[float], top_k: int) -> Ranking:
         """Every mode's top ``top_k`` for one question, and how long each took (ms)."""
         ranked: dict[str, list[Passage]] = {}
         took: dict[str, float] = {}
@@ -191,10 +194,12 @@ class EvalClients:
             rescored = [msgspec.structs.replace(p, score=by_id[p.chunk_id]) for p in ranked[mode]]
             ranked[f"{mode}+rerank"] = sorted(rescored, key=lambda p: p.score, reverse=True)
             took[f"{mode}+rerank"] = took[mode] + rerank_ms
-        return {"ranked": ranked, "ms": took}
+        return Ranking(ranked=ranked, ms=took)
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
+
+CHECKERS: dict[str, Callable[[], ClaimChecker]] = {"lexical": LexicalClaimChecker}
 
 
 @dataclass
@@ -203,6 +208,7 @@ class EvalConfig:
     tenant: str = "default"
     limit: int | None = None
     model: str | None = None
+    strategy: str | None = None
     prompt_version: str | None = None
     use_cache: bool = True
     max_tokens: int | None = None
@@ -213,6 +219,7 @@ class EvalConfig:
     top_k: int = 20
     out_root: Path = DEFAULT_OUT
     retrieval: bool = True
+    checker: str = "lexical"
 
     def options(self, settings: Settings) -> ScoringOptions:
         return ScoringOptions(
@@ -229,6 +236,7 @@ class EvalConfig:
             golden=str(self.golden),
             tenant=self.tenant,
             model=self.model,
+            strategy=self.strategy,
             prompt_version=self.prompt_version,
             use_cache=self.use_cache,
             max_tokens=self.max_tokens,
@@ -239,16 +247,17 @@ class EvalConfig:
 
 async def run_pipeline(
     settings: Settings, config: EvalConfig, cases: Sequence[GoldenCase], run_id: str, progress: Progress
-) -> dict[str, Answer]:
+) -> dict[str, AnswerRecord]:
     """Publish every case and its request, collect the answers (``concurrency`` in flight)."""
     results_topic = settings.topic(Topic.EVAL_RESULTS)
     options = QueryOptions(
         model=config.model,
+        strategy=config.strategy,
         prompt_version=config.prompt_version,
         use_cache=config.use_cache,
         max_tokens=config.max_tokens,
     )
-    answers: dict[str, Answer] = {}
+    answers: dict[str, AnswerRecord] = {}
     gate = asyncio.Semaphore(max(1, config.concurrency))
     done = 0
     async with EvalAsker(settings, reply_topic=results_topic) as asker:
@@ -291,10 +300,10 @@ async def run_pipeline(
 
 async def rank_cases(
     config: EvalConfig, cases: Sequence[GoldenCase], clients: EvalClients, progress: Progress
-) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+) -> tuple[dict[str, Vectors], dict[str, Ranking]]:
     """The question vectors, and every retrieval mode's ranking per case (searched directly in Milvus)."""
     q_vectors = await clients.embed_all([c.question for c in cases])
-    rankings: dict[str, dict[str, Any]] = {}
+    rankings: dict[str, Ranking] = {}
     for i, case in enumerate(cases, start=1):
         vector = q_vectors.get(case.question)
         if vector is None:
@@ -309,40 +318,22 @@ async def score_cases(
     settings: Settings,
     config: EvalConfig,
     cases: Sequence[GoldenCase],
-    answers: dict[str, Answer],
+    answers: Mapping[str, AnswerRecord],
     clients: EvalClients,
-    q_vectors: dict[str, Any],
-    rankings: dict[str, dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Retrieval per mode (from ``rank_cases``) and every answer metric, one record per case."""
-    options = config.options(settings)
-    pipeline_mode = f"{settings.search_mode}+rerank"
-    ranked_here = {case.id: rankings[case.id] for case in cases if case.id in rankings}
-    # what the model saw, approximately: the pipeline mode's reranked top rerank_k
-    context: dict[str, list[Passage]] = {
-        cid: r["ranked"][pipeline_mode][: settings.rerank_k] for cid, r in ranked_here.items()
-    }
-    known = {p.chunk_id: p.text for r in ranked_here.values() for ps in r["ranked"].values() for p in ps}
-    cited_ids = [c.chunk_id for a in answers.values() for c in a.citations]
-    known.update(await clients.chunk_texts([cid for cid in cited_ids if cid not in known]))
+    q_vectors: Mapping[str, Vectors],
+    rankings: Mapping[str, Ranking],
+) -> list[CaseRecord]:
+    """Every answer metric, judged on the passages each answer carried, and retrieval per mode: one record per case."""
+    fallback = AnswerRecord(request_id="", error="not sent", error_code="not_sent")
     texts: list[str] = []
     for case in cases:
-        answer = answers.get(case.id)
-        texts += [strip_citations(answer.text) if answer else "", case.reference_answer]
-        texts += [p.text for p in context.get(case.id, [])]
+        answer = answers.get(case.id) or fallback
+        texts += [strip_citations(answer.text), case.reference_answer, *(p.text for p in answer.context)]
     vectors = {**q_vectors, **await clients.embed_all(texts)}
-
-    fallback = Answer(request_id="", error="not sent", error_code="not_sent")
+    checker = CHECKERS[config.checker]()
+    options = config.options(settings)
     return [
-        score_case(
-            case,
-            answers.get(case.id) or fallback,
-            rankings.get(case.id),
-            context.get(case.id, []),
-            known,
-            vectors,
-            options,
-        )
+        score_case(case, answers.get(case.id) or fallback, rankings.get(case.id), vectors, options, checker)
         for case in cases
     ]
 
@@ -351,11 +342,11 @@ def dump_json(path: Path, data: Any) -> None:
     path.write_bytes(msgspec.json.format(msgspec.json.encode(data), indent=2) + b"\n")
 
 
-def write_cases(folder: Path, records: Sequence[dict[str, Any]]) -> None:
+def write_cases(folder: Path, records: Sequence[CaseRecord]) -> None:
     """One JSON file per scored case, named after the case id."""
     folder.mkdir(parents=True, exist_ok=True)
     for record in records:
-        dump_json(folder / f"{safe_name(record['id'])}.json", record)
+        dump_json(folder / f"{safe_name(record.id)}.json", record)
 
 
 def new_run_dir(root: Path, run_id: str) -> Path:
@@ -369,13 +360,15 @@ def new_run_dir(root: Path, run_id: str) -> Path:
 
 async def evaluate(
     settings: Settings, config: EvalConfig, *, progress: Progress = print_progress
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> tuple[EvalSummary, list[CaseRecord]]:
     """Run the golden set through the pipeline, score it, publish the scores: the summary (kind "eval", with the
     "retrieval" comparison nested) and one record per case. Writes no files, so a combined report can embed it."""
     every_case = load_golden(config.golden)
     cases = select_cases(every_case, config.limit)
     if not cases:
         raise ValueError(f"{config.golden} has no cases")
+    if config.checker not in CHECKERS:
+        raise ValueError(f"unknown claim checker {config.checker!r}: one of {sorted(CHECKERS)}")
     run_id = uuid.uuid4().hex[:12]
     started = time.perf_counter()
     progress(f"eval {run_id}: {len(cases)} cases from {config.golden} on tenant {config.tenant}")
@@ -390,26 +383,36 @@ async def evaluate(
         records = await score_cases(settings, config, cases, answers, clients, q_vectors, rankings)
     finally:
         await clients.close()
-    summary = summarize(config.description(), config.options(settings), records, run_id, pipeline_s)
+    options = config.options(settings)
+    summary = summarize(config.description(), options, records, run_id, pipeline_s, checker=config.checker)
     if sampled:
-        summary["retrieval"] = summarize_rankings(config.options(settings), every_case, rankings)
+        comparison = summarize_rankings(options, every_case, rankings)
+        if summary.retrieval is not None and "pipeline" in summary.retrieval.modes:
+            comparison.modes = {"pipeline": summary.retrieval.modes["pipeline"], **comparison.modes}
+        summary.retrieval = comparison
     await _publish_results(settings, run_id, records)
     return summary, records
+
+
+def as_json(summary: EvalSummary) -> dict[str, Any]:
+    """The summary as the plain mapping reports and ``summary.json`` hold."""
+    data: dict[str, Any] = msgspec.to_builtins(summary)
+    return data
 
 
 async def run_eval(settings: Settings, config: EvalConfig, *, progress: Progress = print_progress) -> Path:
     """The whole ``ragstream eval``: returns the results folder (per-case JSON, summary JSON, PNGs, Markdown)."""
     facts = run_facts()
     summary, records = await evaluate(settings, config, progress=progress)
-    summary.update(facts, load_average_end=load_average())
-    out = new_run_dir(config.out_root, summary["run_id"])
+    data = as_json(summary) | facts | {"load_average_end": load_average()}
+    out = new_run_dir(config.out_root, summary.run_id)
     write_cases(out / "cases", records)
-    write_run(out, "ragstream evaluation", summary)
+    write_run(out, "ragstream evaluation", data)
     progress(f"results: {out}")
     return out
 
 
-async def _publish_results(settings: Settings, run_id: str, records: Sequence[dict[str, Any]]) -> None:
+async def _publish_results(settings: Settings, run_id: str, records: Sequence[CaseRecord]) -> None:
     """Scored cases on ``eval_results`` so dashboards and later runs can read them from Kafka."""
     from aiokafka import AIOKafkaProducer
 
@@ -417,18 +420,19 @@ async def _publish_results(settings: Settings, run_id: str, records: Sequence[di
     await producer.start()
     try:
         for r in records:
-            scores = {k: float(v) for k, v in r["scores"].items() if isinstance(v, int | float) and v is not None}
+            values = msgspec.structs.asdict(r.scores)
+            scores = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and v is not None}
             event = EvalCaseResult(
                 run_id=run_id,
-                case_id=r["id"],
-                request_id=r["answer"]["request_id"],
-                passed=r["passed"],
-                refused=r["refused"],
-                finish_reason=r["answer"]["finish_reason"],
-                error=r["error"],
+                case_id=r.id,
+                request_id=r.answer.request_id,
+                passed=r.passed,
+                refused=r.refused,
+                finish_reason=r.answer.finish_reason,
+                error=r.error,
                 scores=scores,
             )
-            await producer.send(settings.topic(Topic.EVAL_RESULTS), encode(event), key=f"{run_id}/{r['id']}".encode())
+            await producer.send(settings.topic(Topic.EVAL_RESULTS), encode(event), key=f"{run_id}/{r.id}".encode())
         await producer.flush()
     finally:
         await producer.stop()

@@ -27,7 +27,7 @@ from infra.settings import REPO_ROOT, Settings
 from processors.citations import strip_citations
 from processors.evaluation import metrics as m
 from processors.evaluation.replay import Outcome, compare, summarize_replay
-from processors.evaluation.scoring import Answer, safe_name
+from processors.evaluation.scoring import AnswerRecord, safe_name
 from processors.reporting.machine import load_average, run_facts
 from processors.reporting.report import write_run
 from schemas.codec import DecodeError, EventDecoder
@@ -137,7 +137,7 @@ async def read_window(settings: Settings, config: ReplayConfig) -> tuple[list[Re
     return found, {"topic": topic, "description": description, "skipped": skipped, "read": len(found)}
 
 
-def _outcome(answer: Answer) -> Outcome:
+def _outcome(answer: AnswerRecord) -> Outcome:
     return Outcome(
         request_id=answer.request_id,
         text=answer.text,
@@ -170,10 +170,10 @@ def _reissue(
 
 async def replay_requests(
     settings: Settings, config: ReplayConfig, recorded: Sequence[Recorded], run_id: str, progress: Progress
-) -> list[tuple[Recorded, Answer, Answer]]:
+) -> list[tuple[Recorded, AnswerRecord, AnswerRecord]]:
     reply_topic = settings.topic(Topic.EVAL_RESULTS)
     gate = asyncio.Semaphore(max(1, config.concurrency))
-    out: list[tuple[Recorded, Answer, Answer] | None] = [None] * len(recorded)
+    out: list[tuple[Recorded, AnswerRecord, AnswerRecord] | None] = [None] * len(recorded)
     async with EvalAsker(settings, reply_topic=reply_topic) as asker:
 
         async def one(i: int, item: Recorded) -> None:

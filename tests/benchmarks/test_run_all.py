@@ -18,11 +18,12 @@ import pytest
 from typer.testing import CliRunner
 
 from infra.settings import REPO_ROOT, Settings
+from processors.evaluation.scoring import AnswerRecord, CaseRecord, CaseScores, Hit, ModeScores
 from processors.evaluation.scoring import summarize as summarize_eval
 from processors.reporting.bench_sections import GOAL_OVERHEAD_P99_MS, goals_summary
 from processors.reporting.machine import describe_machine, git_commit, run_facts
 from processors.reporting.report import write_run
-from streams.clients.evaluation import EvalConfig
+from streams.clients.evaluation import EvalConfig, as_json
 
 sys.path[:0] = [str(REPO_ROOT / "benchmarks"), str(REPO_ROOT / "benchmarks" / "pipeline")]
 # The scripts are not a package; import them from their folders (a failed import must fail the tests, not skip them).
@@ -71,37 +72,37 @@ def client(index: int, ttft: float, *, mixed: bool = False) -> Any:
     return c
 
 
-def case_record(i: int, *, refusal: bool, ndcg: dict[str, float], ttft: float, tokens_per_s: float) -> dict[str, Any]:
-    """One scored case in the layout ``score_cases`` writes."""
-    top = [{"score": 0.1 if refusal else 0.9}]
-    retrieval = {
-        mode: {"ndcg_at_10": None if refusal else v, "recall_at_5": None, "recall_at_20": None, "mrr": None, "ms": 5.0}
-        | {"top": top}
-        for mode, v in ndcg.items()
-    }
-    return {
-        "id": f"case{i}",
-        "question": "q?",
-        "tags": ["faq"],
-        "expect_refusal": refusal,
-        "passed": True,
-        "refused": refusal,
-        "error": "",
-        "answer": {"cached": False, "model": "llm_small", "request_id": f"r{i}"},
-        "latency_ms": {"ttft": ttft, "total": ttft + 2000},
-        "decode_tokens_per_s": None if refusal else tokens_per_s,
-        "scores": {
-            "groundedness": None if refusal else 0.95,
-            "answer_relevance": None if refusal else 0.6,
-            "context_relevance": 0.5,
-            "answer_similarity": None if refusal else 0.55,
-            "answer_token_f1": None if refusal else 0.3,
-            "refusal_correct": True,
-            "citations_valid": True,
-            "citation_markers": 0 if refusal else 1,
-        },
-        "retrieval": retrieval,
-    }
+def case_record(i: int, *, refusal: bool, ndcg: dict[str, float], ttft: float, tokens_per_s: float) -> CaseRecord:
+    """One scored case as ``score_case`` makes it."""
+    top = [Hit(chunk_id="c", doc_id="d", char_start=0, char_end=1, score=0.1 if refusal else 0.9, relevant=True)]
+    retrieval = {mode: ModeScores(ndcg_at_10=None if refusal else v, ms=5.0, top=top) for mode, v in ndcg.items()}
+    return CaseRecord(
+        id=f"case{i}",
+        question="q?",
+        tags=["faq"],
+        expect_refusal=refusal,
+        key_facts=[],
+        reference_answer="",
+        passed=True,
+        refused=refusal,
+        error="",
+        answer=AnswerRecord(request_id=f"r{i}", model="llm_small", finish_reason="refused" if refusal else "stop"),
+        ttft_ms=ttft,
+        total_ms=ttft + 2000,
+        decode_tokens_per_s=None if refusal else tokens_per_s,
+        scores=CaseScores(
+            groundedness=None if refusal else 0.95,
+            answer_relevance=None if refusal else 0.6,
+            context_relevance=0.5,
+            answer_similarity=None if refusal else 0.55,
+            answer_token_f1=None if refusal else 0.3,
+            refusal_correct=True,
+            citations_valid=True,
+            citation_markers=0 if refusal else 1,
+        ),
+        checks=[],
+        retrieval=retrieval,
+    )
 
 
 @pytest.fixture
@@ -143,7 +144,7 @@ def parts() -> dict[str, Any]:
     records = [case_record(i, refusal=False, ndcg=ndcg, ttft=700.0 + i, tokens_per_s=rates[i]) for i in range(4)]
     records.append(case_record(4, refusal=True, ndcg=ndcg, ttft=300.0, tokens_per_s=0.0))
     config = EvalConfig(golden=Path("golden.jsonl"))
-    evaluation = summarize_eval(config.description(), config.options(SETTINGS), records, "run1", 30.0)
+    evaluation = as_json(summarize_eval(config.description(), config.options(SETTINGS), records, "run1", 30.0))
     return {
         "latency": latency,
         "concurrency": concurrency,
