@@ -122,6 +122,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     router_overrides: str = ""
     request_timeout_s: float = 30.0
 
+    # How answers are made unless a request says ("generate" or "extractive": processors/query/extractive.py), and
+    # how generated answers are checked against their sources ("lexical", or "off").
+    answer_strategy: str = "generate"
+    claim_checker: str = "lexical"
     # What a request may ask for (checked by the bridge and by the worker: processors/query/requests.py).
     max_question_chars: int = 20_000
     max_answer_tokens: int = 1024

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from infra.settings import Settings
-from processors.query.requests import RequestLimits, parse_tenant_models
+from processors.claims.verdicts import ClaimChecker
+from processors.query.requests import STRATEGIES, RequestLimits, parse_tenant_models
 from processors.query.router import Router, RouterConfig, build_router, parse_router_overrides
 
 if TYPE_CHECKING:
@@ -42,7 +43,25 @@ def query_config(settings: Settings) -> QueryConfig:
         cache=s.cache_enabled,
         fallback_models=(s.llm_small_model,),
         limits=request_limits(s),
+        strategy=query_strategy(s),
     )
+
+
+def claim_checker(settings: Settings) -> ClaimChecker | None:
+    """The checker generated answers are flagged with (None: off); an unknown name fails at start-up."""
+    from processors.claims.lexical import LexicalClaimChecker
+
+    checkers: dict[str, type[LexicalClaimChecker] | None] = {"lexical": LexicalClaimChecker, "off": None}
+    if settings.claim_checker not in checkers:
+        raise ValueError(f"claim_checker must be one of {sorted(checkers)}, not {settings.claim_checker!r}")
+    checker = checkers[settings.claim_checker]
+    return checker() if checker is not None else None
+
+
+def query_strategy(settings: Settings) -> str:
+    if settings.answer_strategy not in STRATEGIES:
+        raise ValueError(f"answer_strategy must be one of {sorted(STRATEGIES)}, not {settings.answer_strategy!r}")
+    return settings.answer_strategy
 
 
 def request_limits(settings: Settings) -> RequestLimits:

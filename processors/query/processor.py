@@ -7,8 +7,10 @@ services in the worker and against :mod:`processors.adapters.memory` in its unit
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,9 +18,10 @@ import msgspec
 import numpy as np
 
 from processors.citations import REFUSAL, attributed_citations, citations_for
+from processors.claims.verdicts import ClaimChecker, check_sentences
 from processors.generation import FallbackGenerator, GenerationParams, Generator, StreamStats
 from processors.guardrails.policy import GuardPolicy
-from processors.guardrails.stream_guard import StreamingOutputGuard
+from processors.guardrails.stream_guard import StreamingOutputGuard, split_sentences
 from processors.prompts.registry import PromptError
 from processors.protocols import (
     AnswerCache,
@@ -32,6 +35,7 @@ from processors.protocols import (
 )
 from processors.query.context import Context, build_context
 from processors.query.deltas import DeltaBatcher
+from processors.query.extractive import extractive_answer
 from processors.query.requests import RequestLimits, request_problem
 from schemas.events import (
     AnswerDone,
@@ -59,6 +63,11 @@ class QueryConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Tried in order when the routed model fails before its first token.
     fallback_models: tuple[str, ...] = ()
     limits: RequestLimits = msgspec.field(default_factory=RequestLimits)
+    # "generate" (a model writes the answer) or "extractive" (the best source sentences, quoted); a request's
+    # options.strategy overrides it.
+    strategy: str = "generate"
+    # Below this cosine between the question and the best source sentence, the extractive answer is the refusal.
+    extract_min_similarity: float = 0.35
 
 
 @dataclass
@@ -97,6 +106,18 @@ def ranking(ranked: Sequence[Passage], context: Sequence[Passage]) -> list[Ranke
     ]
 
 
+EXTRACTIVE = "extractive"  # the answer's "model" when it was quoted from the sources
+
+
+async def _pieces_of(text: str, stats: StreamStats) -> AsyncGenerator[str, None]:
+    """A finished text as a stream of word pieces, so it takes the same path through the output guard."""
+    stats.first_token_at = time.monotonic()
+    for piece in re.findall(r"\S+\s*|\s+", text):
+        stats.chunks += 1
+        yield piece
+    stats.finished_at = time.monotonic()
+
+
 class _Answered(Exception):
     """Raised inside :meth:`QueryProcessor.prepare` when the request's answer is complete before the model."""
 
@@ -124,6 +145,7 @@ class QueryProcessor:
         cache: AnswerCache | None,
         config: QueryConfig | None = None,
         clock: Callable[[], float] = time.time,
+        checker: ClaimChecker | None = None,
     ) -> None:
         self.guard = guard
         self.policy_for = policy_for
@@ -136,6 +158,7 @@ class QueryProcessor:
         self.cache = cache
         self.config = config or QueryConfig()
         self.clock = clock
+        self.checker = checker
 
     def expired(self, request: QueryRequest, stage: str) -> AnswerError | None:
         """The timeout answer when the request's deadline has passed: nobody waits for it any more, so expired work
@@ -288,8 +311,16 @@ class QueryProcessor:
         models = [prompted.model, *(m for m in self.config.fallback_models if m != prompted.model)]
         if request.options.model:
             models = [prompted.model]  # the client asked for this model: no silent substitution
-        generator = FallbackGenerator(self.generator, models)
-        pieces = generator.generate(prompted.prompt, params, request_id=request.request_id, stats=stats)
+        strategy = request.options.strategy or self.config.strategy
+        if strategy == "extractive":
+            models = [EXTRACTIVE]
+            quoted = await extractive_answer(
+                prompted.embedding, prompted.passages, self.embedder, min_similarity=self.config.extract_min_similarity
+            )
+            pieces = _pieces_of(quoted, stats)
+        else:
+            generator = FallbackGenerator(self.generator, models)
+            pieces = generator.generate(prompted.prompt, params, request_id=request.request_id, stats=stats)
         try:
             async for piece in pieces:
                 safe = guard.push(piece)  # may hold back the start of what could become a PII entity
@@ -318,6 +349,19 @@ class QueryProcessor:
             finish = "length"
         citations, _invalid = citations_for(report.text, prompted.passages)
         verdict = report.verdict
+        if self.checker is not None and finish in ("stop", "length"):
+            # Sentences the sources contradict are never left unflagged: a note the reader sees, and the verdict.
+            checks = check_sentences(split_sentences(report.text), [p.text for p in prompted.passages], self.checker)
+            contradicted = sorted({c.passage for c in checks if c.label == "contradicted" and c.passage})
+            if contradicted:
+                which = ", ".join(str(n) for n in contradicted)
+                note = f"\n\n(Note: source {which} contradicts part of this answer.)"
+                yield TokenDelta(request_id=request.request_id, seq=seq, text=note, tokens=0)
+                seq += 1
+                report = dataclasses.replace(report, text=report.text + note)
+                verdict = msgspec.structs.replace(
+                    verdict, reasons=[*verdict.reasons, *(f"contradicted_by_source:{n}" for n in contradicted)]
+                )
         if not citations and finish in ("stop", "length"):
             # Small models often answer from the sources without writing [n]. Attribute each grounded sentence to
             # the source that supports it best (the output guard's groundedness check), and say so in the verdict.
@@ -333,7 +377,7 @@ class QueryProcessor:
             request_id=request.request_id,
             text=report.text,
             citations=citations,
-            model=models[models.index(stats.fallback_from) + 1] if stats.fallback_from in models else prompted.model,
+            model=models[models.index(stats.fallback_from) + 1] if stats.fallback_from in models else models[0],
             prompt_ref=prompted.prompt_ref,
             finish_reason=finish,
             usage=Usage(completion_tokens=stats.chunks),
@@ -350,5 +394,7 @@ class QueryProcessor:
             return
         if done.finish_reason != "stop" or not done.citations or not prompted.embedding or prompted.prompt_ref is None:
             return
+        if done.output_verdict and any(r.startswith("contradicted_by_source") for r in done.output_verdict.reasons):
+            return  # a flagged answer is not worth serving again
         key = f"{prompted.prompt_ref.name}:{prompted.prompt_ref.version}"
         await self.cache.store(prompted.request.tenant, key, prompted.question, prompted.embedding, done)

@@ -17,6 +17,7 @@ from schemas.events import QueryRequest
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+STRATEGIES = frozenset({"generate", "extractive"})
 
 
 class RequestLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,5 +66,7 @@ def _problems(request: QueryRequest, limits: RequestLimits) -> Iterator[str | No
     if options.model is not None and options.model not in limits.models_for(request.tenant):
         allowed = sorted(limits.models_for(request.tenant))
         yield f"options.model {options.model[:64]!r} is not offered; choose one of {allowed}"
+    if options.strategy is not None and options.strategy not in STRATEGIES:
+        yield f"options.strategy must be one of {sorted(STRATEGIES)}"
     if options.prompt_version is not None and not _VERSION.match(options.prompt_version):
         yield "options.prompt_version must be 1-64 characters of letters, digits and _.-"

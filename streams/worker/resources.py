@@ -16,7 +16,7 @@ from infra.settings import Settings
 from processors.adapters.embedder import TritonEmbedder
 from processors.adapters.reranker import TritonReranker
 from processors.adapters.triton import TritonClient
-from streams.configure import query_config, router_from_settings
+from streams.configure import claim_checker, query_config, router_from_settings
 
 if TYPE_CHECKING:
     from pymilvus import AsyncMilvusClient
@@ -135,6 +135,7 @@ class Resources:
             generator=self.triton,
             cache=SemanticCache(self.redis, threshold=s.cache_threshold, ttl_s=s.cache_ttl_s),
             config=query_config(s),
+            checker=claim_checker(s),
         )
 
     async def warm_up(self) -> None:

@@ -20,6 +20,8 @@ from processors.adapters.memory import (
     ScriptedGenerator,
 )
 from processors.citations import REFUSAL
+from processors.claims.lexical import LexicalClaimChecker
+from processors.claims.verdicts import ClaimChecker
 from processors.guardrails.input_guard import InputGuard
 from processors.guardrails.policy import GuardPolicy
 from processors.prompts.registry import PromptRegistryState
@@ -73,6 +75,7 @@ async def make_processor(
     *,
     overrides: str = "",
     cache: MemoryAnswerCache | None = None,
+    checker: ClaimChecker | None = None,
 ) -> tuple[QueryProcessor, ScriptedGenerator]:
     embedder = HashingEmbedder()
     index = MemoryIndex(embedder)
@@ -92,6 +95,7 @@ async def make_processor(
         generator=generator,
         cache=cache,
         config=QueryConfig(fallback_models=("llm_small",)),
+        checker=checker,
     )
     return processor, generator
 
@@ -244,3 +248,32 @@ async def test_a_request_asking_for_what_cannot_be_served_is_a_bad_request_namin
     assert isinstance(error, AnswerError)
     assert error.code == "bad_request" and expected in error.message
     assert generator.calls == []
+
+
+async def test_the_extractive_strategy_quotes_the_source_sentence_with_its_citation(guard: InputGuard) -> None:
+    processor, generator = await make_processor(guard, {"llm_small": Script(ANSWER)})
+    prompted = prompt_of(await processor.prepare(request(FROB, strategy="extractive")))
+    events = await answer_all(processor, prompted)
+    done = events[-1]
+    assert isinstance(done, AnswerDone)
+    assert done.text == MANUAL[0].text + " [1]"  # the sentence as the source says it, nothing invented
+    assert [(c.number, c.chunk_id) for c in done.citations] == [(1, "frob#0")]
+    assert done.model == "extractive" and done.finish_reason == "stop" and text_of(events) == done.text
+    assert generator.calls == []  # no model wrote it
+
+
+async def test_a_generated_answer_its_source_contradicts_is_flagged_for_the_reader(guard: InputGuard) -> None:
+    wrong = ["The ", "frobnicator ", "timeout ", "defaults ", "to ", "7 ", "seconds ", "[1]."]
+    processor, _ = await make_processor(guard, {"llm_small": Script(wrong)}, checker=LexicalClaimChecker())
+    prompted = prompt_of(await processor.prepare(request(FROB)))
+    events = await answer_all(processor, prompted)
+    done = events[-1]
+    assert isinstance(done, AnswerDone) and done.output_verdict is not None
+    assert "contradicted_by_source:1" in done.output_verdict.reasons
+    assert done.text.endswith("(Note: source 1 contradicts part of this answer.)")
+    assert text_of(events) == done.text  # the reader saw the note too, not only the verdict
+    right = await make_processor(guard, {"llm_small": Script(ANSWER)}, checker=LexicalClaimChecker())
+    prompted = prompt_of(await right[0].prepare(request(FROB, request_id="r2")))
+    fine = (await answer_all(right[0], prompted))[-1]
+    assert isinstance(fine, AnswerDone) and fine.output_verdict is not None
+    assert not any(r.startswith("contradicted") for r in fine.output_verdict.reasons)
