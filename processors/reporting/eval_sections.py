@@ -162,6 +162,51 @@ def eval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
     return section
 
 
+MATRIX_COLUMNS = (
+    ("correctness", "correct when answered"),
+    ("answered_coverage", "answered"),
+    ("citation_precision", "citation precision"),
+    ("refusal_accuracy", "refusal accuracy"),
+    ("false_refusal_rate", "false refusals"),
+    ("pipeline_recall_at_5", "recall@5"),
+    ("ttft_ms_p50", "TTFT p50 ms"),
+    ("decode_tokens_per_s_p50", "tokens/s p50"),
+)
+
+
+def matrix_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
+    """Configurations side by side: the headline of each run, its details in the sections that follow."""
+    rows: list[Mapping[str, Any]] = summary.get("rows", [])
+    section = Section(str(summary.get("title", "Models and strategies")))
+    section.lines += [
+        f"Golden set `{summary.get('golden')}`, the same cases for every configuration, one after another in this "
+        "run. Correct when answered: key facts stated and no sentence contradicted by the passages the answer was "
+        "built from; answered: the share of answerable questions that got an answer.",
+        "",
+        *table(
+            ["model", "strategy", *(title for _, title in MATRIX_COLUMNS), "cases"],
+            [
+                [r.get("model"), r.get("strategy"), *(r.get(key) for key, _ in MATRIX_COLUMNS), r.get("cases")]
+                for r in rows
+            ],
+        ),
+        "",
+    ]
+    if rows:
+        names = [f"{r.get('model')} / {r.get('strategy')}" for r in rows]
+        bar_chart(
+            out_dir / "matrix.png",
+            names,
+            {title: [r.get(key) for r in rows] for key, title in MATRIX_COLUMNS[:5]},
+            title="Answer quality by model and strategy",
+            ylabel="share",
+        )
+        section.figures.append(
+            ("matrix.png", "Correctness, coverage, citation precision and refusals per configuration")
+        )
+    return section
+
+
 def retrieval_section(summary: Mapping[str, Any], out_dir: Path) -> Section:
     modes: Mapping[str, Mapping[str, Any]] = summary.get("modes", {})
     section = Section(str(summary.get("title", "Retrieval comparison")))

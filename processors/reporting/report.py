@@ -162,6 +162,7 @@ def _register_builtin() -> None:
         "eval": eval_sections.eval_section,
         "retrieval": eval_sections.retrieval_section,
         "replay": eval_sections.replay_section,
+        "eval_matrix": eval_sections.matrix_section,
         "latency": bench_sections.latency_section,
         "concurrency": bench_sections.concurrency_section,
         "goals": bench_sections.goals_section,

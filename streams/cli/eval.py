@@ -34,7 +34,13 @@ def run(
     golden: Annotated[Path, typer.Option(help="Golden set (.jsonl) or a text file of questions.")] = GOLDEN_FAQ,
     tenant: Annotated[str, typer.Option(help="Tenant whose index the questions are asked against.")] = "default",
     limit: Annotated[int | None, typer.Option(help="Evaluate N cases, spread over the set.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model to answer with (default: the router's choice).")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="Model to answer with (default: the router's choice); repeat to compare.")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None, typer.Option(help="Answer strategy: generate or extractive; repeat to compare.")
+    ] = None,
+    checker: Annotated[str, typer.Option(help="Claim checker for correctness: lexical.")] = "lexical",
     prompt_version: Annotated[str | None, typer.Option(help="Prompt version (default: the active one).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the semantic cache.")] = False,
     max_tokens: Annotated[int | None, typer.Option(help="Answer length limit.")] = None,
@@ -51,7 +57,7 @@ def run(
     if ctx.invoked_subcommand is not None:
         return
     from processors.evaluation.metrics import PassRule
-    from streams.clients.evaluation import DEFAULT_OUT, EvalConfig, run_eval
+    from streams.clients.evaluation import DEFAULT_OUT, EvalConfig, run_eval, run_matrix
 
     settings = settings_or_exit()
     if ingest:
@@ -65,7 +71,9 @@ def run(
         golden=golden,
         tenant=tenant,
         limit=limit,
-        model=model,
+        model=model[0] if model else None,
+        strategy=strategy[0] if strategy else None,
+        checker=checker,
         prompt_version=prompt_version,
         use_cache=not no_cache,
         max_tokens=max_tokens,
@@ -74,7 +82,12 @@ def run(
         rule=PassRule(groundedness=min_groundedness, similarity=min_similarity),
         out_root=out or DEFAULT_OUT,
     )
-    folder = asyncio.run(run_eval(settings, config))
+    if len(model or ()) > 1 or len(strategy or ()) > 1:
+        models: list[str | None] = list(model) if model else [None]
+        strategies: list[str | None] = list(strategy) if strategy else [None]
+        folder = asyncio.run(run_matrix(settings, config, models, strategies))
+    else:
+        folder = asyncio.run(run_eval(settings, config))
     typer.echo((folder / "summary.md").read_text())
     from processors.reporting.figures import INSTALL_HINT, available
 

@@ -15,6 +15,7 @@ latencies measured there.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import sys
 import time
@@ -408,6 +409,73 @@ async def run_eval(settings: Settings, config: EvalConfig, *, progress: Progress
     out = new_run_dir(config.out_root, summary.run_id)
     write_cases(out / "cases", records)
     write_run(out, "ragstream evaluation", data)
+    progress(f"results: {out}")
+    return out
+
+
+class MatrixRow(msgspec.Struct, kw_only=True):
+    model: str
+    strategy: str
+    correctness: float | None
+    answered_coverage: float | None
+    citation_precision: float | None
+    refusal_accuracy: float | None
+    false_refusal_rate: float | None
+    pipeline_recall_at_5: float | None
+    ttft_ms_p50: float | None
+    decode_tokens_per_s_p50: float | None
+    cases: int
+
+
+def matrix_row(summary: EvalSummary) -> MatrixRow:
+    q = summary.quality
+    pipeline = summary.retrieval.modes.get("pipeline") if summary.retrieval else None
+    return MatrixRow(
+        model=summary.model,
+        strategy=summary.strategy or "default",
+        correctness=q.correctness,
+        answered_coverage=q.answered_coverage,
+        citation_precision=q.citation_precision,
+        refusal_accuracy=q.refusal_accuracy,
+        false_refusal_rate=q.false_refusal_rate,
+        pipeline_recall_at_5=pipeline.recall_at_5 if pipeline else None,
+        ttft_ms_p50=summary.latency_ms["ttft"].p50,
+        decode_tokens_per_s_p50=summary.decode_tokens_per_s.p50,
+        cases=summary.cases,
+    )
+
+
+async def run_matrix(
+    settings: Settings,
+    config: EvalConfig,
+    models: Sequence[str | None],
+    strategies: Sequence[str | None],
+    *,
+    progress: Progress = print_progress,
+) -> Path:
+    """Every (model, strategy) in turn on the same golden set, then one report with them side by side (kind
+    "eval_matrix", each run's own summary nested after it). The retrieval comparison runs once, with the first."""
+    facts = run_facts()
+    runs: list[tuple[EvalSummary, list[CaseRecord]]] = []
+    for index, (model, strategy) in enumerate((m_, s_) for m_ in models for s_ in strategies):
+        progress(f"configuration {index + 1}: model {model or 'routed'}, strategy {strategy or 'default'}")
+        run_config = dataclasses.replace(
+            config, model=model, strategy=strategy, retrieval=config.retrieval and not runs
+        )
+        runs.append(await evaluate(settings, run_config, progress=progress))
+    out = new_run_dir(config.out_root, runs[0][0].run_id)
+    for summary, records in runs:
+        write_cases(out / f"cases-{safe_name(summary.model)}-{safe_name(summary.strategy or 'default')}", records)
+    data: dict[str, Any] = {
+        "kind": "eval_matrix",
+        "title": "Answer quality by model and strategy (same golden set, same run)",
+        "golden": str(config.golden),
+        "rows": [msgspec.to_builtins(matrix_row(summary)) for summary, _ in runs],
+        **{f"run_{i}": as_json(summary) for i, (summary, _) in enumerate(runs)},
+        **facts,
+        "load_average_end": load_average(),
+    }
+    write_run(out, "ragstream evaluation: models and strategies", data)
     progress(f"results: {out}")
     return out
 
