@@ -126,6 +126,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # how generated answers are checked against their sources ("lexical", or "off").
     answer_strategy: str = "generate"
     claim_checker: str = "lexical"
+    # Retrieved passages go through the input guard's injection detector; flagged ones are kept out of the prompt
+    # (recorded on the answer's ranking). Off only for a corpus known to discuss attacks, e.g. a security manual.
+    screen_passages: bool = True
     # What a request may ask for (checked by the bridge and by the worker: processors/query/requests.py).
     max_question_chars: int = 20_000
     max_answer_tokens: int = 1024

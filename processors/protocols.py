@@ -61,6 +61,12 @@ class Guard(Protocol):
         ...
 
 
+class PassageScreen(Protocol):
+    async def screen(self, texts: Sequence[str], policy: GuardPolicy) -> list[str]:
+        """Why each retrieved text must not reach the prompt ("" when it may), in the order given."""
+        ...
+
+
 class CachedAnswer(msgspec.Struct, kw_only=True):
     question: str
     text: str

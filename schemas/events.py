@@ -189,6 +189,8 @@ class RankedPassage(msgspec.Struct, kw_only=True, omit_defaults=True):
     char_end: int = 0
     source_uri: str = ""
     text: str = ""
+    # Why it was kept out of the prompt although it ranked high enough (e.g. instructions injected in a document).
+    withheld: str = ""
 
 
 class PromptRef(msgspec.Struct, kw_only=True, frozen=True):

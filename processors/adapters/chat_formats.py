@@ -9,6 +9,7 @@ them with ``tokenizer.apply_chat_template`` in the model environment).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -49,12 +50,22 @@ def model_info(model: str) -> ModelInfo:
     return MODELS.get(model, ModelInfo("plain"))
 
 
+_CONTROL_TOKEN = re.compile(r"<\|([^|<>\n]{0,40})\|>")
+
+
+def neutralize_control_tokens(text: str) -> str:
+    """Text that cannot open or close a turn: tokenizers read ``<|im_end|>`` or ``<|eot_id|>`` written in plain text
+    as the real control token, so a question or a document could otherwise speak as the system or the assistant.
+    The look-alike brackets keep the text readable."""
+    return _CONTROL_TOKEN.sub(lambda m: f"\u2039|{m.group(1)}|\u203a", text)
+
+
 def render_chat(model: str, messages: Sequence[ChatMessage], *, add_generation_prompt: bool = True) -> str:
     """``text_input`` for ``model``: the conversation in its chat format, ending with the assistant's turn."""
     info = model_info(model)
     if info.format == "plain":
         return "\n\n".join(message.content for message in messages)
-    turns = list(messages)
+    turns = [ChatMessage(m.role, neutralize_control_tokens(m.content)) for m in messages]
     if info.default_system and (not turns or turns[0].role != "system"):
         turns.insert(0, ChatMessage("system", info.default_system))
     if info.format == "chatml":

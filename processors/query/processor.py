@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +28,7 @@ from processors.protocols import (
     Embedder,
     Guard,
     ModelChooser,
+    PassageScreen,
     PromptProvider,
     Reranker,
     Search,
@@ -88,9 +89,13 @@ def _whole_answer(done: AnswerDone) -> list[TokenDelta | AnswerDone | AnswerErro
     return [delta, msgspec.structs.replace(done, deltas=1)]
 
 
-def ranking(ranked: Sequence[Passage], context: Sequence[Passage]) -> list[RankedPassage]:
-    """The pipeline's ranking as it travels on the answer; the texts only of the passages the prompt held."""
+def ranking(
+    ranked: Sequence[Passage], context: Sequence[Passage], withheld: Mapping[str, str] | None = None
+) -> list[RankedPassage]:
+    """The pipeline's ranking as it travels on the answer; the texts only of the passages the prompt held, and why
+    any passage that ranked high enough was kept out (``withheld``, by chunk id)."""
     used = {p.chunk_id for p in context}
+    withheld = withheld or {}
     return [
         RankedPassage(
             chunk_id=p.chunk_id,
@@ -101,6 +106,7 @@ def ranking(ranked: Sequence[Passage], context: Sequence[Passage]) -> list[Ranke
             char_end=p.char_end,
             source_uri=p.source_uri,
             text=p.text if p.chunk_id in used else "",
+            withheld=withheld.get(p.chunk_id, ""),
         )
         for p in ranked
     ]
@@ -146,6 +152,7 @@ class QueryProcessor:
         config: QueryConfig | None = None,
         clock: Callable[[], float] = time.time,
         checker: ClaimChecker | None = None,
+        screen: PassageScreen | None = None,
     ) -> None:
         self.guard = guard
         self.policy_for = policy_for
@@ -159,6 +166,7 @@ class QueryProcessor:
         self.config = config or QueryConfig()
         self.clock = clock
         self.checker = checker
+        self.screen = screen
 
     def expired(self, request: QueryRequest, stage: str) -> AnswerError | None:
         """The timeout answer when the request's deadline has passed: nobody waits for it any more, so expired work
@@ -251,6 +259,13 @@ class QueryProcessor:
         ranked = await self.reranker.rerank(question, candidates, len(candidates)) if candidates else []
         timings["rerank"] = _ms(started)
         relevant = [p for p in ranked[: self.config.rerank_k] if p.score >= self.config.min_relevance]
+        withheld: dict[str, str] = {}
+        if self.screen is not None and relevant:
+            started = time.perf_counter()
+            reasons = await self.screen.screen([p.text for p in relevant], policy)
+            withheld = {p.chunk_id: why for p, why in zip(relevant, reasons, strict=True) if why}
+            relevant = [p for p in relevant if p.chunk_id not in withheld]
+            timings["screen_passages"] = _ms(started)
         if not relevant:
             raise _Answered(
                 *_whole_answer(
@@ -260,7 +275,7 @@ class QueryProcessor:
                         finish_reason="refused",
                         timings_ms=timings,
                         input_verdict=screened.verdict,
-                        retrieval=ranking(ranked, []),
+                        retrieval=ranking(ranked, [], withheld),
                     )
                 )
             )
@@ -281,7 +296,7 @@ class QueryProcessor:
                 timings_ms=timings,
                 embedding=[float(x) for x in np.asarray(vector).reshape(-1)],
                 input_verdict=screened.verdict,
-                ranked=ranking(ranked, context.sources),
+                ranked=ranking(ranked, context.sources, withheld),
             )
         )
 

@@ -114,6 +114,7 @@ class Resources:
     async def _build_query(self) -> QueryProcessor:
         from processors.adapters.semantic_cache import SemanticCache
         from processors.guardrails.input_guard import InputGuard
+        from processors.guardrails.passage_screen import InjectionScreen
         from processors.guardrails.policy import PolicyStore
         from processors.query.processor import QueryProcessor
         from processors.query.prompting import TemplatePrompts
@@ -136,6 +137,7 @@ class Resources:
             cache=SemanticCache(self.redis, threshold=s.cache_threshold, ttl_s=s.cache_ttl_s),
             config=query_config(s),
             checker=claim_checker(s),
+            screen=InjectionScreen() if s.screen_passages else None,
         )
 
     async def warm_up(self) -> None:
