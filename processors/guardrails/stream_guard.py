@@ -261,8 +261,9 @@ class OutputReport:
         return [s for s in self.sentences if not s.grounded]
 
 
-MAX_SENTENCE_CHARS: Final = 600
-"""A "sentence" with no end mark is scored and sent in pieces of about this size (a list, a code block)."""
+MAX_SENTENCE_CHARS: Final = 200
+"""A run-on "sentence" (a list, a code block) is judged and sent in clauses of at most about this size: cut at the
+last clause mark (, ; :) or space before it, so the client never waits long for the first words."""
 
 
 class StreamingOutputGuard:
@@ -339,7 +340,9 @@ class StreamingOutputGuard:
             ends = [m.end() for m in _SENT_RE.finditer(self._open)]
             cut = ends[-1] if ends else 0
             if not cut and len(self._open) > MAX_SENTENCE_CHARS:
-                cut = self._open.rfind(" ", 0, MAX_SENTENCE_CHARS) + 1 or MAX_SENTENCE_CHARS
+                head = self._open[:MAX_SENTENCE_CHARS]
+                clause = max(head.rfind(", "), head.rfind("; "), head.rfind(": "))
+                cut = clause + 2 if clause > 0 else (head.rfind(" ") + 1 or MAX_SENTENCE_CHARS)
             ready, self._open = self._open[:cut], self._open[cut:]
         if not ready:
             return ""
