@@ -174,7 +174,11 @@ class PiiStreamMasker:
 
 _WORD_RE: Final = re.compile(r"[a-z0-9]+")
 _PLACEHOLDER_RE: Final = re.compile(r"<[A-Z_]+>")
-_SENT_RE: Final = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+# Sentence ends, but not after a title or a common abbreviation ("Dear Mr. Smith" is one sentence).
+_SENT_RE: Final = re.compile(
+    r"(?<![MmDd]r\.)(?<![Mm]rs\.)(?<![Mm]s\.)(?<!\bSt\.)(?<![Nn]o\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bvs\.)"
+    r"(?<!\bNr\.)(?<!\bca\.)(?<=[.!?])[\"')\]]*\s+|\n+"
+)
 STOPWORDS: Final = frozenset(
     """a about above after again against all also am an and any are as at be because been before being below
     between both but by can could did do does doing down during each few for from further had has have having he

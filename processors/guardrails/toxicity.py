@@ -68,7 +68,8 @@ THREAT_RULES: Final[tuple[re.Pattern[str], ...]] = (
     _rx(rf"\bput\s+(you|him|her|them)\s+in\s+(the\s+|a\s+)?(ground|hospital|grave|coffin|wheelchair|body bag)"),
     _rx(r"\b(you|u)('ll| will| are going to|'re going to| gonna)\s+(regret|pay for)\s+(this|that|it)\b"
         r"[^.!?\n]{0,40}\b(when|once|after)\s+(i|we)\b"),
-    _rx(r"\b(i|we)\s+know\s+(where|which|what|when)\s+(you|u|your|ya)\b"),
+    _rx(r"\b(i|we)\s+know\s+(where|which|what|when)\s+(\w+\s+){0,2}(you|u|your|ya)\s+(\w+\s+){0,2}(live|lives|"
+        r"work|works|sleep|sleeps|go|goes|park|parks|drive|drives|walk|walks|shop|shops|are|is|school|car|house)\b"),
     _rx(r"\b(i|we)('ll| will| am going to|'m going to|'m gonna)\s+(find|get|catch)\s+(you|u|ya)\s*"
         r"([.!]|and\b|,|$|when\b|one day|eventually|soon|sooner)"),
     _rx(r"\b(burn|torch|blow up|firebomb|trash|smash up)\s+(down\s+)?(your|his|her|their)\s+(house|home|car|office|"
