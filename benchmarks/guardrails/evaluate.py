@@ -159,9 +159,8 @@ def eval_injection_public(quick: bool) -> dict[str, Any]:
         "chatterbot-corpus test split (benign chat)": td.chatter("test"),
     }
     out: dict[str, Any] = {}
-    for name, data in sets.items():
-        if quick:
-            data = td.Labelled(data.texts[:300], data.labels[:300])
+    for name, full in sets.items():
+        data = td.Labelled(full.texts[:300], full.labels[:300]) if quick else full
         out[name] = _binary_scores(decide(det, data.texts), data.labels)
     if not quick:
         for left_out, test in (("neuralchemy", td.neuralchemy("test")), ("slabs", td.slabs("test")),
@@ -303,8 +302,11 @@ def eval_pii_handwritten(rows: list[dict[str, Any]]) -> dict[str, Any]:
     analyzer = get_pii_analyzer()
     out: dict[str, Any] = {
         "default_types": score_pii(rows, lambda t: analyzer.analyze(t, DEFAULT_TYPES), DEFAULT_TYPES),
-        "tricky_only": score_pii([r for r in rows if r.get("category") == "tricky"],
-                                 lambda t: analyzer.analyze(t, DEFAULT_TYPES), DEFAULT_TYPES),  # fmt: skip
+        "tricky_only": score_pii(
+            [r for r in rows if r.get("category") == "tricky"],
+            lambda t: analyzer.analyze(t, DEFAULT_TYPES),
+            DEFAULT_TYPES,
+        ),
     }
     every = [*DEFAULT_TYPES, *OPTIONAL_ENTITIES]
     opt = score_pii(rows, lambda t: analyzer.analyze(t, every), list(OPTIONAL_ENTITIES))
@@ -350,7 +352,9 @@ def eval_pii_stream_handwritten(rows: list[dict[str, Any]], seed: int = 11) -> d
             i += k
         out += masker.finish()
         batch = find_pattern_entities(text, DEFAULT_TYPES)
-        if [(e.entity_type, e.start, e.end) for e in batch] != [(e.entity_type, e.start, e.end) for e in masker.entities]:
+        if [(e.entity_type, e.start, e.end) for e in batch] != [
+            (e.entity_type, e.start, e.end) for e in masker.entities
+        ]:
             differs += 1
         for g in gold:
             value = text[g.start : g.end]
@@ -485,7 +489,7 @@ def _goal(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**not met**")
 
 
-def _md(r: dict[str, Any]) -> str:  # noqa: PLR0915 - one report, one function
+def _md(r: dict[str, Any]) -> str:
     facts = r["facts"]
     fb = r["false_blocks"]["benign"]
     atk = r["attacks"]["handwritten"]
@@ -512,7 +516,7 @@ def _md(r: dict[str, Any]) -> str:  # noqa: PLR0915 - one report, one function
         f"benign.jsonl) | {_goal(fb['false_block_rate'] <= 0.01)} |",
         f"| injection recall >= 0.92 (hand-written attacks, blocked) | {atk['recall_blocked']:.3f} "
         f"(blocked or flagged {atk['recall_blocked_or_flagged']:.3f}) | {_goal(atk['recall_blocked'] >= 0.92)} |",
-        f"| injection recall >= 0.92 across datasets (blocked) | "
+        "| injection recall >= 0.92 across datasets (blocked) | "
         + ", ".join(f"{k.split(' (')[0]}: {v['recall_blocked']:.3f}" for k, v in cross.items())
         + f" | {_goal(all(v['recall_blocked'] >= 0.92 for v in cross.values()))} |",
         f"| toxicity F1 >= 0.85 | {tox['f1']:.3f} (P {tox['precision']:.3f}, R {tox['recall']:.3f}) | "
@@ -570,11 +574,13 @@ def _md(r: dict[str, Any]) -> str:  # noqa: PLR0915 - one report, one function
                      f" {v['benign']} | {v['false_block_rate']} | {v['flag_rate_benign']} |")  # fmt: skip
     dev = r["attacks"].get("dev")
     if dev:
+        dev_fb = r["false_blocks"]["dev"]["false_block_rate"]
         lines += ["", f"Development set (`dev/`, used while building; optimistic): attacks blocked "
-                      f"{dev['recall_blocked']:.3f}; benign blocked {r['false_blocks']['dev']['false_block_rate']:.2%}."]  # fmt: skip
+                      f"{dev['recall_blocked']:.3f}; benign blocked {dev_fb:.2%}."]  # fmt: skip
     lines += ["", "## Toxicity (hand-written, toxicity.jsonl)", "",
               f"P {tox['precision']:.3f}, R {tox['recall']:.3f}, F1 {tox['f1']:.3f}; threat recall "
-              f"{tox['threat_recall']:.3f}.", "", "| category | n | predicted toxic |", "| --- | --- | --- |"]  # fmt: skip
+              f"{tox['threat_recall']:.3f}.", "",
+              "| category | n | predicted toxic |", "| --- | --- | --- |"]  # fmt: skip
     for k, v in tox["by_category"].items():
         lines.append(f"| {k} | {v['n']} | {v.get('predicted_toxic', 0)} |")
     lines += ["", "Errors, verbatim:", ""]
@@ -602,7 +608,8 @@ def _md(r: dict[str, Any]) -> str:  # noqa: PLR0915 - one report, one function
               f"{r['pii']['handwritten']['presidio_default']['micro']['precision']} |", "",
               f"Look-alike texts with a false mask: {pii['lookalike_texts_with_a_false_mask']} of "
               f"{pii['lookalike_texts']}. Tricky encodings (21 texts): recall "
-              f"{r['pii']['handwritten']['tricky_only']['micro']['recall']}.", "", "False masks, verbatim:", ""]  # fmt: skip
+              f"{r['pii']['handwritten']['tricky_only']['micro']['recall']}.", "",
+              "False masks, verbatim:", ""]  # fmt: skip
     for f in pii["false_masks"]:
         lines.append(f"- {f['type']} `{f['masked']}` by {f['why']} in `{json.dumps(f['text'], ensure_ascii=False)}`")
     lines += ["", "Missed entities:", ""]
@@ -621,7 +628,8 @@ def _md(r: dict[str, Any]) -> str:  # noqa: PLR0915 - one report, one function
               " emitted a fragment. Generated (Faker) sample: "
               f"{gen['samples']} texts, recall {gen['batch']['micro']['recall']}, precision "
               f"{gen['batch']['micro']['precision']}; random-split stream differs from one pass in "
-              f"{gen['stream_differs_from_one_pass']}, leaks {gen['stream_leaks_of_entities_one_pass_masks']}."]  # fmt: skip
+              f"{gen['stream_differs_from_one_pass']}, leaks "
+              f"{gen['stream_leaks_of_entities_one_pass_masks']}."]  # fmt: skip
     if lat:
         lines += ["", "## Latency", "", f"{lat['queries']} texts (hand-written benign, attacks and PII) x "
                   f"{lat['rounds']} rounds, guard and Presidio interleaved, one process, warmed up.", "",

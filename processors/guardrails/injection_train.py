@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,12 +36,15 @@ def load(dataset: Dataset, split: Split) -> Labelled:
 
 def training_mix(split: Split, *, without: frozenset[str] = frozenset()) -> Labelled:
     """Every training source's ``split`` joined; ``without`` leaves sources out (leave-one-dataset-out checks)."""
-    sources = {
+    def pydocs(s: Split) -> Labelled:
+        return td.pydocs(s, limit=6000 if s == "train" else 1500)
+
+    sources: dict[str, Callable[[Split], Labelled]] = {
         "slabs": td.slabs,
         "neuralchemy": td.neuralchemy,
         "yanismiraoui": td.yanismiraoui,
         "chatter": td.chatter,
-        "pydocs": lambda s: td.pydocs(s, limit=6000 if s == "train" else 1500),
+        "pydocs": pydocs,
     }
     data = Labelled([], [])
     for name, loader in sources.items():

@@ -100,18 +100,18 @@ class InputGuard:
         if norm.changed:
             reasons.append(f"unicode_normalized:invisible={norm.removed_invisible},homoglyphs={norm.folded_homoglyphs}")
         block = False
-        for name, action, score, threshold, flag_at, why in (
+        for name, check_action, score, threshold, flag_at, why in (
             ("prompt_injection", policy.injection_action, scan.injection_score, policy.injection_threshold,
              policy.injection_flag_threshold, scan.injection_reasons),
             ("toxicity", policy.toxicity_action, scan.toxicity_score, policy.toxicity_threshold,
              policy.toxicity_flag_threshold, scan.toxicity_reasons),
         ):  # fmt: skip
-            if action == "off":
+            if check_action == "off":
                 continue
             detail = ";".join(why) or "model"
             if score >= threshold:
-                block |= action == "block"
-                reasons.append(f"{name}:{detail}" if action == "block" else f"{name}_flagged:{detail}")
+                block |= check_action == "block"
+                reasons.append(f"{name}:{detail}" if check_action == "block" else f"{name}_flagged:{detail}")
             elif score >= flag_at:
                 # flag, don't block: an uncertain score lets the question through and says so on the answer
                 reasons.append(f"{name}_flagged:{detail}")

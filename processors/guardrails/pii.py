@@ -302,7 +302,9 @@ EMAIL_OBFUSCATED_RE: Final = regex.compile(
 CARD_RE: Final = regex.compile(r"(?<![\w+\-.,/])(?:\d(?:[ \-.]|\n)?){11,18}\d(?![\w\-]|[.,]\d)")
 SSN_RE: Final = regex.compile(r"(?<![\w+\-.,/])(\d{3})([ \-.]?)(\d{2})\2(\d{4})(?![\w\-]|[.,]\d)")
 IBAN_RE: Final = regex.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]){11,32}(?![A-Za-z0-9])")
-IPV4_RE: Final = regex.compile(r"(?<![\w.:\-])(?:\d{1,3}(?:\.|\[\.\]|\(\.\)|\[dot\]|\(dot\))){3}\d{1,3}(?![\w\-:]|\.\d)")
+IPV4_RE: Final = regex.compile(
+    r"(?<![\w.:\-])(?:\d{1,3}(?:\.|\[\.\]|\(\.\)|\[dot\]|\(dot\))){3}\d{1,3}(?![\w\-:]|\.\d)"
+)
 IPV6_RE: Final = regex.compile(
     r"(?<![\w:.%])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})"
     r"(?:%[A-Za-z0-9]{1,16})?(?![\w:]|\.\w)"
@@ -503,7 +505,7 @@ def _nanp_shaped(digits: str) -> bool:
     return len(digits) == 10 and digits[0] in "23456789" and digits[3] in "23456789"
 
 
-def _score_phone(m: regex.Match[str], text: str) -> Hit | None:
+def _score_phone(m: regex.Match[str], text: str) -> Hit | None:  # noqa: PLR0911 - one exit per rejected shape
     num = m.group("num")
     digits = "".join(ch for ch in num if ch.isdigit())
     if not 8 <= len(digits) <= 15 or num.count("(") != num.count(")"):
@@ -562,7 +564,9 @@ DOB_RE: Final = regex.compile(
 PASSPORT_RE: Final = regex.compile(r"(?<![\w\-])(?=[A-Z0-9]{6,10}(?![\w\-]))(?=[A-Z]*\d)[A-Z0-9]{6,10}(?![\w\-])")
 _STREET_EN = (r"(?i:street|st|avenue|ave|road|rd|lane|ln|boulevard|blvd|drive|dr|court|ct|way|place|pl|terrace|"
               r"crescent|close|square|sq|parkway|pkwy|highway|hwy|circle|cir|trail)\.?")  # fmt: skip
-_STREET_SUFFIX_DE = r"(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|chaussee|steig|gracht|laan|straat|plein)"
+_STREET_SUFFIX_DE = (
+    r"(?:straße|strasse|str\.|weg|allee|platz|gasse|ring|damm|ufer|chaussee|steig|gracht|laan|straat|plein)"
+)
 _STREET_WORD_ROMANCE = (r"(?:rue|avenue|av\.|boulevard|bd|place|chemin|allée|impasse|quai|cours|calle|c/|avenida|"
                         r"paseo|plaza|via|viale|piazza|corso|rua|travessa|largo|ulica|ul\.)")  # fmt: skip
 _CITY_TAIL = r"(?:,?\s+(?:[A-Z]{1,2}-?)?\d{4,5}(?:-\d{4})?\s+[A-ZÄÖÜÉ][\w\-]+(?:\s[A-ZÄÖÜÉ][\w\-]+)?)?"

@@ -32,8 +32,8 @@ from processors.citations import MARKER, cited_numbers
 from processors.guardrails.pii import (
     OPTIONAL_ENTITIES,
     PATTERN_ENTITIES,
-    PiiAnalyzer,
     PatternSpec,
+    PiiAnalyzer,
     PiiEntity,
     apply_masks,
     get_pii_analyzer,
@@ -42,8 +42,8 @@ from processors.guardrails.pii import (
     resolve_overlaps,
     specs_for,
 )
-from processors.guardrails.textnorm import normalize_mapped
 from processors.guardrails.policy import GuardPolicy
+from processors.guardrails.textnorm import normalize_mapped
 from processors.guardrails.toxicity import ToxicityScorer, get_toxicity_scorer
 from schemas.events import GuardVerdict, Passage
 

@@ -76,8 +76,8 @@ def normalize(text: str) -> Normalized:
     return Normalized(folded, folded != text, removed + removed2, folded_count)
 
 
-# Dash and dot look-alikes that NFKC keeps as they are ("–" in "0161 – 496 0000", "·" in "06·39·98·12·34"): folded
-# for PII detection only, so separators written with them do not hide a number.
+# Dash and dot look-alikes that NFKC keeps as they are (U+2013 between the groups of "0161 496 0000", U+00B7 in
+# "06·39·98·12·34"): folded for PII detection only, so separators written with them do not hide a number.
 _DETECTION_FOLD: Final = {
     **{ch: "-" for ch in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"},
     **{ch: "." for ch in "\u00b7\u2022\u2024\u2027\u30fb"},
@@ -129,11 +129,12 @@ def normalize_mapped(text: str) -> MappedText:
             out.append(ch)
             origin.append(i)
             continue
+        source = ch
         if _TAG_RE.match(ch):
-            ch = chr(ord(ch) - 0xE0000)
+            source = chr(ord(ch) - 0xE0000)
         elif _INVISIBLE_RE.match(ch):
             continue
-        for piece in unicodedata.normalize("NFKC", ch):
+        for piece in unicodedata.normalize("NFKC", source):
             if _INVISIBLE_RE.match(piece):
                 continue
             out.append(_DETECTION_FOLD.get(piece, piece))

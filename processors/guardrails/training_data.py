@@ -67,8 +67,8 @@ def _dedup(rows: Iterable[tuple[str, int]]) -> Labelled:
     seen: set[str] = set()
     texts: list[str] = []
     labels: list[int] = []
-    for text, label in rows:
-        text = text.strip()
+    for raw, label in rows:
+        text = raw.strip()
         if text and text not in seen:
             seen.add(text)
             texts.append(text)
@@ -112,7 +112,7 @@ def jbmini() -> Labelled:
 
 
 def chatter(split: Split) -> Labelled:
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     texts: list[str] = []
     for path in sorted((_package_dir("chatterbot_corpus") / "data").glob("*/*.yml")):

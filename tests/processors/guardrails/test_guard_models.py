@@ -6,8 +6,8 @@ import random
 
 from processors.guardrails.injection import MODEL_PATH, InjectionDetector, LinearTextModel, rule_hits
 from processors.guardrails.injection_train import load, score
-from processors.guardrails.training_data import bastion
 from processors.guardrails.toxicity import ToxicityScorer
+from processors.guardrails.training_data import bastion
 
 
 def test_artifact_is_small_and_round_trips(tmp_path: object) -> None:

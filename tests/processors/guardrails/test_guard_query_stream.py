@@ -88,7 +88,9 @@ def _assert_no_fragment(events: list[object]) -> AnswerDone:
     ("cut_after", "entity"),
     [(7, "US_SSN"), (8, "US_SSN"), (12, "CREDIT_CARD"), (13, "CREDIT_CARD"), (17, "EMAIL_ADDRESS")],
 )
-async def test_max_tokens_cut_inside_an_entity_emits_no_fragment(guard: InputGuard, cut_after: int, entity: str) -> None:
+async def test_max_tokens_cut_inside_an_entity_emits_no_fragment(
+    guard: InputGuard, cut_after: int, entity: str
+) -> None:
     events = await _run(guard, max_tokens=cut_after)
     done = _assert_no_fragment(events)
     assert done.finish_reason == "length"

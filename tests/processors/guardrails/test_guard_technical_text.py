@@ -31,7 +31,9 @@ LOG_LINES = [
 
 @pytest.mark.parametrize("line", LOG_LINES)
 def test_log_lines_with_iso_timestamps_are_not_masked(line: str) -> None:
-    assert find_pattern_entities(line) == [], [(e.entity_type, line[e.start : e.end]) for e in find_pattern_entities(line)]
+    assert find_pattern_entities(line) == [], [
+        (e.entity_type, line[e.start : e.end]) for e in find_pattern_entities(line)
+    ]
 
 
 @pytest.mark.parametrize(
