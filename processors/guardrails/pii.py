@@ -844,6 +844,11 @@ class PiiAnalyzer:
             return []
         view = normalize_mapped(text)
         needs_ner = any(e in NER_ENTITIES for e in wanted)
+        if not needs_ner and not any(e == URL for e in wanted):
+            # Only our pattern recognizers answer: calling them directly skips Presidio's per-call overhead
+            # (tokenizing, context enhancement), about 0.7 ms of the 1 ms a short text costs through the engine.
+            direct = resolve_overlaps(pattern_candidates(view.text, specs_for(wanted), threshold=threshold))
+            return [e.moved(*view.source_span(e.start, e.end)) for e in direct]
         artifacts = None if needs_ner else self._tokens_only(view.text)
         results = self.engine.analyze(
             text=view.text, language="en", entities=wanted, score_threshold=threshold, nlp_artifacts=artifacts

@@ -160,7 +160,8 @@ class PiiStreamMasker:
             digits = sum(ch.isdigit() for ch in view)
             if digits >= FRAGMENT_MIN_DIGITS or "@" in view:
                 # keep the words before the fragment: only the last token run can be an entity's start
-                m = re.search(r"(?:^|\s)(\S*[\d@][\S ]*)$", seg) if seg.strip() else None
+                # (any whitespace: a card grouped with no-break spaces is one fragment, not "5555" + the rest)
+                m = re.search(r"(?:^|\s)(\S*[\d@][\s\S]*)$", seg) if seg.strip() else None
                 keep = seg[: m.start(1)] if m else ""
                 seg = keep + REDACTED
                 self.redacted += 1

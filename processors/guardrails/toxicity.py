@@ -361,27 +361,29 @@ def _load_profanity_model() -> Predictor:
     vocabulary: dict[str, int] = {str(k): int(v) for k, v in vectorizer.vocabulary_.items()}
     idf = [float(x) for x in vectorizer.idf_]
     stop = frozenset(vectorizer.get_stop_words() or ())
-    folds = []
-    for calibrated in model.calibrated_classifiers_:
-        svm = calibrated.estimator
-        weights = svm.coef_.ravel()
-        sigmoid = calibrated.calibrators[0]
-        folds.append(({i: float(weights[i]) for i in weights.nonzero()[0]}, float(svm.intercept_[0]),
-                      float(sigmoid.a_), float(sigmoid.b_)))  # fmt: skip
+    svms = [c.estimator for c in model.calibrated_classifiers_]
+    sigmoids = [(float(c.calibrators[0].a_), float(c.calibrators[0].b_)) for c in model.calibrated_classifiers_]
+    intercepts = [float(svm.intercept_[0]) for svm in svms]
+    coefs = [svm.coef_.ravel() for svm in svms]
+    # one lookup per word: its idf and its weight in every fold
+    terms: dict[str, tuple[float, tuple[float, ...]]] = {
+        term: (idf[index], tuple(float(c[index]) for c in coefs))
+        for term, index in vocabulary.items()
+        if term not in stop and any(c[index] for c in coefs)
+    }
 
     def one(text: str) -> float:
-        counts: dict[int, int] = {}
+        counts: dict[str, int] = {}
         for token in _WORD_TOKEN_RE.findall(text.lower()):
-            index = vocabulary.get(token)
-            if index is not None and token not in stop:
-                counts[index] = counts.get(index, 0) + 1
-        tfidf = {i: c * idf[i] for i, c in counts.items()}
-        norm = math.sqrt(sum(v * v for v in tfidf.values())) or 1.0
+            if token in terms:
+                counts[token] = counts.get(token, 0) + 1
+        weighted = [(c * terms[t][0], terms[t][1]) for t, c in counts.items()]
+        norm = math.sqrt(sum(w * w for w, _ in weighted)) or 1.0
         total = 0.0
-        for weights, intercept, a, b in folds:
-            decision = intercept + sum(v * weights.get(i, 0.0) for i, v in tfidf.items()) / norm
+        for fold, (intercept, (a, b)) in enumerate(zip(intercepts, sigmoids, strict=True)):
+            decision = intercept + sum(w * ws[fold] for w, ws in weighted) / norm
             total += 1.0 / (1.0 + math.exp(max(-60.0, min(60.0, a * decision + b))))
-        return total / len(folds)
+        return total / len(intercepts)
 
     def predict(texts: list[str]) -> list[float]:
         return [one(t) for t in texts]

@@ -156,3 +156,15 @@ def test_optional_entities_are_masked_only_when_asked() -> None:
 def test_a_date_is_a_date_of_birth_only_with_a_keyword() -> None:
     analyzer = get_pii_analyzer()
     assert analyzer.analyze("The release is planned for 14/02/2027.", [DATE_OF_BIRTH]) == []
+
+
+@pytest.mark.parametrize("space", [" ", "\u00a0", "\u202f", "\u2009"])
+def test_cut_stream_redacts_a_card_grouped_with_any_kind_of_space(space: str) -> None:
+    card = space.join(["4539", "1488", "0343", "6467"])
+    text = f"Card number: {card}, valid until 10/29"
+    start = text.index(card)
+    for cut in range(start + 1, start + len(card) + 1):
+        masker = PiiStreamMasker()
+        out = "".join(masker.push(ch) for ch in text[:cut]) + masker.finish(truncated=True)
+        # at most the first two digits may show (a cut after "45" identifies nothing); never three
+        assert sum(ch.isdigit() for ch in out) <= 2, (cut, out)
