@@ -36,6 +36,7 @@ def load(dataset: Dataset, split: Split) -> Labelled:
 
 def training_mix(split: Split, *, without: frozenset[str] = frozenset()) -> Labelled:
     """Every training source's ``split`` joined; ``without`` leaves sources out (leave-one-dataset-out checks)."""
+
     def pydocs(s: Split) -> Labelled:
         return td.pydocs(s, limit=6000 if s == "train" else 1500)
 
