@@ -72,6 +72,15 @@ def _prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(f1, 4), "tp": tp, "fp": fp, "fn": fn}
 
 
+def offline_default_presidio() -> Any:
+    """Presidio's default pipeline, with its e-mail recognizer's tldextract on the bundled suffix-list snapshot
+    (otherwise it tries to download the list on first use, and this machine has no network)."""
+    import tldextract
+
+    tldextract.extract = tldextract.TLDExtract(suffix_list_urls=()).__call__
+    return build_default_presidio()
+
+
 # --- input guard: false blocks and attacks -----------------------------------------------------------------------
 
 
@@ -311,7 +320,7 @@ def eval_pii_handwritten(rows: list[dict[str, Any]]) -> dict[str, Any]:
     every = [*DEFAULT_TYPES, *OPTIONAL_ENTITIES]
     opt = score_pii(rows, lambda t: analyzer.analyze(t, every), list(OPTIONAL_ENTITIES))
     out["optional_types"] = opt
-    presidio = build_default_presidio()
+    presidio = offline_default_presidio()
 
     def presidio_predict(text: str) -> list[PiiEntity]:
         found = presidio.analyze(text, language="en", entities=DEFAULT_TYPES, score_threshold=0.5)
@@ -434,7 +443,7 @@ def eval_output_guard(tox_rows: list[dict[str, Any]], benign_rows: list[dict[str
 def eval_latency(guard: InputGuard, queries: list[str], rounds: int) -> dict[str, Any]:
     """Input guard and Presidio's default AnalyzerEngine on the same texts, interleaved, in the same run."""
     policy = GuardPolicy()
-    presidio = build_default_presidio()
+    presidio = offline_default_presidio()
     for q in queries[:20]:
         presidio.analyze(q, language="en")
 
