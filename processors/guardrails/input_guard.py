@@ -100,24 +100,34 @@ class InputGuard:
         if norm.changed:
             reasons.append(f"unicode_normalized:invisible={norm.removed_invisible},homoglyphs={norm.folded_homoglyphs}")
         block = False
-        if policy.injection_action != "off" and scan.injection_score >= policy.injection_threshold:
-            block |= policy.injection_action == "block"
-            reasons.append("prompt_injection:" + (";".join(scan.injection_reasons) or "model"))
-        if policy.toxicity_action != "off" and scan.toxicity_score >= policy.toxicity_threshold:
-            block |= policy.toxicity_action == "block"
-            reasons.append("toxicity:" + (";".join(scan.toxicity_reasons) or "model"))
+        for name, check_action, score, threshold, flag_at, why in (
+            ("prompt_injection", policy.injection_action, scan.injection_score, policy.injection_threshold,
+             policy.injection_flag_threshold, scan.injection_reasons),
+            ("toxicity", policy.toxicity_action, scan.toxicity_score, policy.toxicity_threshold,
+             policy.toxicity_flag_threshold, scan.toxicity_reasons),
+        ):  # fmt: skip
+            if check_action == "off":
+                continue
+            detail = ";".join(why) or "model"
+            if score >= threshold:
+                block |= check_action == "block"
+                reasons.append(f"{name}:{detail}" if check_action == "block" else f"{name}_flagged:{detail}")
+            elif score >= flag_at:
+                # flag, don't block: an uncertain score lets the question through and says so on the answer
+                reasons.append(f"{name}_flagged:{detail}")
 
         found = scan.masked.entities
         for etype in sorted({e.entity_type for e in found}):
-            n = sum(1 for e in found if e.entity_type == etype)
-            scores[f"pii.{etype}"] = max(e.score for e in found if e.entity_type == etype)
+            of_type = [e for e in found if e.entity_type == etype]
+            why_found = ",".join(sorted({e.why for e in of_type}))
+            scores[f"pii.{etype}"] = max(e.score for e in of_type)
             if etype in policy.block_entities:
                 block = True
-                reasons.append(f"pii_blocked:{etype}x{n}")
+                reasons.append(f"pii_blocked:{etype}x{len(of_type)}[{why_found}]")
             elif etype in policy.mask_entities:
-                reasons.append(f"pii_masked:{etype}x{n}")
+                reasons.append(f"pii_masked:{etype}x{len(of_type)}[{why_found}]")
             else:
-                reasons.append(f"pii_flagged:{etype}x{n}")
+                reasons.append(f"pii_flagged:{etype}x{len(of_type)}[{why_found}]")
         masked_any = any(e.entity_type in policy.mask_entities or e.entity_type in policy.block_entities for e in found)
         # NFKC alone ("…" -> "...") is not worth a "modify"; removed invisibles or folded look-alikes are.
         changed = masked_any or norm.removed_invisible > 0 or norm.folded_homoglyphs > 0

@@ -29,16 +29,22 @@ class GuardPolicy(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     # share of control / replacement / private-use characters above which input is treated as binary garbage
     max_garbage_ratio: float = 0.2
 
-    # PII: masked entities become <TYPE>; blocked ones reject the query; flagged ones are only reported
+    # PII: masked entities become <TYPE>; blocked ones reject the query; flagged ones are only reported.
+    # Beyond the six defaults, PERSON, STREET_ADDRESS, DATE_OF_BIRTH and PASSPORT are options (measured precision in
+    # benchmarks/guardrails/REPORT.md); in the output stream they are masked per complete sentence.
     mask_entities: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_MASK))
     block_entities: list[str] = msgspec.field(default_factory=list)
     flag_entities: list[str] = msgspec.field(default_factory=list)
     pii_threshold: float = 0.5
 
+    # Scores at or above the threshold get the action; scores in [flag_threshold, threshold) are "flag, don't
+    # block": the question goes on and the verdict records the reason (it travels on AnswerDone.input_verdict).
     injection_action: Action = "block"
     injection_threshold: float = 0.5
+    injection_flag_threshold: float = 0.35
     toxicity_action: Action = "block"
     toxicity_threshold: float = 0.5
+    toxicity_flag_threshold: float = 0.4
 
     # output (streaming) side
     output_toxicity_action: Action = "block"

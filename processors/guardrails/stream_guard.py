@@ -30,15 +30,20 @@ from typing import Final, Literal
 
 from processors.citations import MARKER, cited_numbers
 from processors.guardrails.pii import (
+    OPTIONAL_ENTITIES,
     PATTERN_ENTITIES,
     PatternSpec,
+    PiiAnalyzer,
     PiiEntity,
     apply_masks,
+    get_pii_analyzer,
     pattern_candidates,
+    placeholder,
     resolve_overlaps,
     specs_for,
 )
 from processors.guardrails.policy import GuardPolicy
+from processors.guardrails.textnorm import normalize_mapped
 from processors.guardrails.toxicity import ToxicityScorer, get_toxicity_scorer
 from schemas.events import GuardVerdict, Passage
 
@@ -49,13 +54,26 @@ MAX_HOLD: Final = 480
 _ASCII_ALNUM: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
+REDACTED: Final = "<REDACTED>"
+"""What a cut-off stream emits instead of a held-back fragment that could be the start of an entity."""
+FRAGMENT_MIN_DIGITS: Final = 3
+"""A held-back tail with this many digits (or an "@") is a possible entity fragment when the stream is cut."""
+
+
 class PiiStreamMasker:
-    """The leak-proof part alone: ``push`` returns masked text that can be sent now, ``finish`` the rest."""
+    """The leak-proof part alone: ``push`` returns masked text that can be sent now, ``finish`` the rest.
+
+    Detection runs on a normalised view of the window (:func:`normalize_mapped`: fullwidth digits, zero-width and
+    non-breaking spaces, dash look-alikes), and masks are placed on the original characters, which are what is sent.
+    """
 
     def __init__(self, entities: Sequence[str] = PATTERN_ENTITIES, *, threshold: float = 0.5) -> None:
-        self.specs: tuple[PatternSpec, ...] = specs_for(e for e in entities if e in PATTERN_ENTITIES)
+        self.specs: tuple[PatternSpec, ...] = specs_for(
+            (e for e in entities if e in PATTERN_ENTITIES), streamable_only=True
+        )
         self.threshold = threshold
         self.entities: list[PiiEntity] = []
+        self.redacted = 0
         self.max_held = 0
         self._ctx = ""
         self._buf = ""
@@ -72,8 +90,19 @@ class PiiStreamMasker:
         self.max_held = max(self.max_held, len(self._buf))
         return out
 
-    def finish(self) -> str:
-        return self._release(final=True)
+    def finish(self, *, truncated: bool = False) -> str:
+        """The rest of the text. ``truncated`` (a cancel, a ``max_tokens`` cut, a block): the stream stopped where
+        the model did not mean to, so a held-back tail that could be the start of an entity ("078-05-",
+        "jane.doe@exa") is replaced by ``<REDACTED>`` instead of being sent. A complete stream is masked exactly
+        like one-pass masking of the whole text."""
+        if not truncated and not self._buf.rstrip().endswith(("-", "/", "@", "(", "+")):
+            return self._release(final=True)
+        out = self._release(final=False)
+        if not self._buf:
+            return out
+        # What is still held could grow into an entity. Mask what is complete in it; a fragment is dropped.
+        tail = self._release(final=True, fragments=True)
+        return out + tail
 
     def _hold_start(self, window: str, base: int) -> int:
         n = len(window)
@@ -85,11 +114,13 @@ class PiiStreamMasker:
                     return p
         return n
 
-    def _release(self, *, final: bool) -> str:
+    def _release(self, *, final: bool, fragments: bool = False) -> str:
         if not self._buf:
             return ""
-        window = self._ctx + self._buf
-        base = len(self._ctx)
+        raw_window = self._ctx + self._buf
+        view = normalize_mapped(raw_window)
+        window = view.text
+        base = view.view_index(len(self._ctx))
         if not self.specs:
             cut, chosen = len(window), []
         else:
@@ -102,20 +133,53 @@ class PiiStreamMasker:
                     if c.start < cut < c.end:
                         cut, moved = c.start, True
             chosen = resolve_overlaps(c for c in cands if c.end <= cut)
-        raw = window[base:cut]
-        out = apply_masks(raw, chosen, offset=base)
-        self.entities.extend(c.shifted(self._offset - base) for c in chosen)
-        self._ctx = (self._ctx + raw)[-CONTEXT_CHARS:]
-        self._buf = window[cut:]
-        self._offset += cut - base
+        raw_base = len(self._ctx)
+        raw_cut = view.source_index(cut) if cut < len(window) else len(raw_window)
+        raw_spans = [c.moved(*view.source_span(c.start, c.end)) for c in chosen]
+        out = apply_masks(raw_window[raw_base:raw_cut], raw_spans, offset=raw_base)
+        if fragments:
+            out = self._redact_fragments(raw_window, raw_base, raw_spans, out)
+        self.entities.extend(c.shifted(self._offset - raw_base) for c in raw_spans)
+        self._ctx = (self._ctx + raw_window[raw_base:raw_cut])[-CONTEXT_CHARS:]
+        self._buf = raw_window[raw_cut:]
+        self._offset += raw_cut - raw_base
         return out
+
+    def _redact_fragments(self, raw_window: str, raw_base: int, spans: Sequence[PiiEntity], masked: str) -> str:
+        """The unmasked pieces of a cut-off tail: one that carries digits or an "@" becomes ``<REDACTED>``."""
+        pieces: list[tuple[int, int]] = []
+        cur = raw_base
+        for e in spans:
+            pieces.append((cur, e.start))
+            cur = e.end
+        pieces.append((cur, len(raw_window)))
+        out: list[str] = []
+        for i, (s, t) in enumerate(pieces):
+            seg = raw_window[s:t]
+            view = normalize_mapped(seg).text
+            digits = sum(ch.isdigit() for ch in view)
+            if digits >= FRAGMENT_MIN_DIGITS or "@" in view:
+                # keep the words before the fragment: only the last token run can be an entity's start
+                # (any whitespace: a card grouped with no-break spaces is one fragment, not "5555" + the rest)
+                m = re.search(r"(?:^|\s)(\S*[\d@][\s\S]*)$", seg) if seg.strip() else None
+                keep = seg[: m.start(1)] if m else ""
+                seg = keep + REDACTED
+                self.redacted += 1
+            out.append(seg)
+            if i < len(spans):
+                out.append(placeholder(spans[i].entity_type))
+        return "".join(out)
 
 
 # --- groundedness and citations --------------------------------------------------------------------------------
 
 _WORD_RE: Final = re.compile(r"[a-z0-9]+")
 _PLACEHOLDER_RE: Final = re.compile(r"<[A-Z_]+>")
-_SENT_RE: Final = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
+# Sentence ends, but not after a title or a common abbreviation ("Dear Mr. Smith" is one sentence).
+_SENT_RE: Final = re.compile(
+    r"(?<![MmDd]r\.)(?<![Mm]rs\.)(?<![Mm]s\.)(?<!\bSt\.)(?<![Nn]o\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bvs\.)"
+    r"(?<!\bNr\.)(?<!\bca\.)(?<=[.!?])[\"')\]]*\s+|\n+"
+)
 STOPWORDS: Final = frozenset(
     """a about above after again against all also am an and any are as at be because been before being below
     between both but by can could did do does doing down during each few for from further had has have having he
@@ -202,8 +266,19 @@ class OutputReport:
         return [s for s in self.sentences if not s.grounded]
 
 
+MAX_SENTENCE_CHARS: Final = 200
+"""A run-on "sentence" (a list, a code block) is judged and sent in clauses of at most about this size: cut at the
+last clause mark (, ; :) or space before it, so the client never waits long for the first words."""
+
+
 class StreamingOutputGuard:
-    """One per answer. ``push(piece)`` -> text safe to send now; ``finish()`` -> the rest; then ``report()``."""
+    """One per answer. ``push(piece)`` -> text safe to send now; ``finish()`` -> the rest; then ``report()``.
+
+    Two stages. The PII masker works on characters (prefix hold-back, see :class:`PiiStreamMasker`). Then, when the
+    policy checks toxicity or masks sentence-level entities (names, addresses, dates of birth, passports), the
+    masked text is held until its sentence is complete and judged whole: "Fraud alert: ..." is scored as a
+    sentence, never as "Fraud". Sending goes sentence by sentence; a blocked sentence is never sent.
+    """
 
     def __init__(
         self,
@@ -211,16 +286,21 @@ class StreamingOutputGuard:
         passages: Sequence[Passage] = (),
         *,
         toxicity: ToxicityScorer | None = None,
+        pii: PiiAnalyzer | None = None,
     ) -> None:
         self.policy = policy
         self.passages = [p.text for p in passages]
-        hide = [e for e in (*policy.mask_entities, *policy.block_entities) if e in PATTERN_ENTITIES]
-        self._masker = PiiStreamMasker(hide, threshold=policy.pii_threshold)
+        hidden = [*policy.mask_entities, *policy.block_entities]
+        self._masker = PiiStreamMasker([e for e in hidden if e in PATTERN_ENTITIES], threshold=policy.pii_threshold)
+        self._sentence_entities = sorted({e for e in hidden if e in OPTIONAL_ENTITIES})
+        self._pii = pii
         self._tox = toxicity
+        self._by_sentence = policy.output_toxicity_action != "off" or bool(self._sentence_entities)
         self._hold_all = policy.groundedness_action == "refuse"
         self._emitted: list[str] = []
-        self._pending: list[str] = []  # masked, not yet sent (hold-all mode)
-        self._sentence = ""  # masked text of the sentence being streamed, for toxicity
+        self._pending: list[str] = []  # screened, not yet sent (hold-all mode)
+        self._open = ""  # masked text of the sentence being streamed, not yet judged
+        self._sentence_found: list[PiiEntity] = []
         self._tox_max = 0.0
         self._tox_reasons: list[str] = []
         self._blocked = False
@@ -235,12 +315,18 @@ class StreamingOutputGuard:
             self._tox = get_toxicity_scorer()
         return self._tox
 
-    def _screen(self, masked: str) -> str:
-        """Toxicity of the sentence so far, *before* the new text leaves; returns what may be sent."""
-        if not masked or self.policy.output_toxicity_action == "off":
-            return masked
-        self._sentence = (self._sentence + masked)[-1000:]
-        result = self._toxicity().check(self._sentence)
+    def _judge(self, sentence: str) -> str:
+        """One complete sentence: mask sentence-level entities, then toxicity; returns what may be sent."""
+        if self._sentence_entities and sentence.strip():
+            if self._pii is None:
+                self._pii = get_pii_analyzer()
+            found = self._pii.analyze(sentence, self._sentence_entities, threshold=self.policy.pii_threshold)
+            if found:
+                self._sentence_found.extend(found)
+                sentence = apply_masks(sentence, found)
+        if self.policy.output_toxicity_action == "off" or not sentence.strip():
+            return sentence
+        result = self._toxicity().check(sentence)
         if result.score >= self.policy.toxicity_threshold:
             self._tox_max = max(self._tox_max, result.score)
             for r in result.reasons:
@@ -249,14 +335,41 @@ class StreamingOutputGuard:
             if self.policy.output_toxicity_action == "block":
                 self._blocked = True
                 return ""
-        tail = _SENT_RE.split(self._sentence)
-        self._sentence = tail[-1] if tail else ""
-        return masked
+        return sentence
 
-    def _deliver(self, masked: str) -> str:
+    def _complete_sentences(self, *, final: bool) -> str:
+        """Judge and return every complete sentence of the open text (all of it when ``final``)."""
+        if final:
+            ready, self._open = self._open, ""
+        else:
+            ends = [m.end() for m in _SENT_RE.finditer(self._open)]
+            cut = ends[-1] if ends else 0
+            if not cut and len(self._open) > MAX_SENTENCE_CHARS:
+                head = self._open[:MAX_SENTENCE_CHARS]
+                clause = max(head.rfind(", "), head.rfind("; "), head.rfind(": "))
+                cut = clause + 2 if clause > 0 else (head.rfind(" ") + 1 or MAX_SENTENCE_CHARS)
+            ready, self._open = self._open[:cut], self._open[cut:]
+        if not ready:
+            return ""
+        out: list[str] = []
+        start = 0
+        bounds = [m.end() for m in _SENT_RE.finditer(ready)]
+        for end in [*bounds, len(ready)]:
+            if end <= start:
+                continue
+            judged = self._judge(ready[start:end])
+            if self._blocked:
+                break
+            out.append(judged)
+            start = end
+        return "".join(out)
+
+    def _deliver(self, masked: str, *, final: bool = False) -> str:
         if self._blocked:
             return ""
-        masked = self._screen(masked)
+        if self._by_sentence:
+            self._open += masked
+            masked = self._complete_sentences(final=final)
         if not masked:
             return ""
         if self._hold_all:
@@ -270,10 +383,12 @@ class StreamingOutputGuard:
             return ""
         return self._deliver(self._masker.push(piece))
 
-    def finish(self) -> str:
+    def finish(self, *, truncated: bool = False) -> str:
+        """The rest of the answer. ``truncated`` when generation was cut (``max_tokens``, cancel, block): a held
+        possible-entity fragment is then redacted, never sent (see :meth:`PiiStreamMasker.finish`)."""
         if self._finished is not None:
             return ""
-        out = "" if self._blocked else self._deliver(self._masker.finish())
+        out = "" if self._blocked else self._deliver(self._masker.finish(truncated=truncated), final=True)
         full = "".join(self._emitted + self._pending)
         report = self._build_report(full)
         if self._hold_all and not self._blocked:
@@ -292,10 +407,14 @@ class StreamingOutputGuard:
         policy = self.policy
         reasons: list[str] = []
         scores: dict[str, float] = {}
-        found = self._masker.entities
+        found = [*self._masker.entities, *self._sentence_found]
         types = sorted({e.entity_type for e in found})
         for t in types:
-            reasons.append(f"pii_masked:{t}x{sum(1 for e in found if e.entity_type == t)}")
+            of_type = [e for e in found if e.entity_type == t]
+            why = ",".join(sorted({e.why for e in of_type}))
+            reasons.append(f"pii_masked:{t}x{len(of_type)}[{why}]")
+        if self._masker.redacted:
+            reasons.append(f"pii_fragment_redacted:x{self._masker.redacted}")
         invalid: list[int] = []
         if policy.citation_action != "off":
             invalid = sorted({n for n in cited_numbers(text) if not 1 <= n <= len(self.passages)})
@@ -323,7 +442,7 @@ class StreamingOutputGuard:
         action: Literal["allow", "modify", "block"]
         if self._blocked:
             action = "block"
-        elif found or refused:
+        elif found or refused or self._masker.redacted:
             action = "modify"
         else:
             action = "allow"

@@ -76,6 +76,73 @@ def normalize(text: str) -> Normalized:
     return Normalized(folded, folded != text, removed + removed2, folded_count)
 
 
+# Dash and dot look-alikes that NFKC keeps as they are (U+2013 between the groups of "0161 496 0000", U+00B7 in
+# "06·39·98·12·34"): folded for PII detection only, so separators written with them do not hide a number.
+_DETECTION_FOLD: Final = {
+    **{ch: "-" for ch in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"},
+    **{ch: "." for ch in "\u00b7\u2022\u2024\u2027\u30fb"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MappedText:
+    """Text normalised for detection, with where each of its characters came from in the source.
+
+    ``origin[i]`` is the source index of ``text[i]``; ``origin[len(text)]`` is ``len(source)``. A span ``[s, e)`` of
+    ``text`` covers ``source[origin[s] : origin[e - 1] + 1]``, so a mask found on the normalised text can be put on
+    the original characters (fullwidth digits, zero-width spaces inside a card number and all).
+    """
+
+    text: str
+    origin: list[int]
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        if end <= start:
+            return self.origin[start], self.origin[start]
+        return self.origin[start], self.origin[end - 1] + 1
+
+    def source_index(self, i: int) -> int:
+        return self.origin[i]
+
+    def view_index(self, source_index: int) -> int:
+        """The first character of ``text`` that comes from ``source[source_index:]`` (bisect on ``origin``)."""
+        lo, hi = 0, len(self.text)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.origin[mid] < source_index:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+
+def normalize_mapped(text: str) -> MappedText:
+    """Per character: invisible ones dropped, tag characters revealed, NFKC, dash and dot look-alikes folded.
+
+    Per character rather than per string, so every output character knows its source; NFKC composition across
+    characters does not matter for the digit, letter and separator shapes PII recognisers look at.
+    """
+    out: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        if ch.isascii():
+            out.append(ch)
+            origin.append(i)
+            continue
+        source = ch
+        if _TAG_RE.match(ch):
+            source = chr(ord(ch) - 0xE0000)
+        elif _INVISIBLE_RE.match(ch):
+            continue
+        for piece in unicodedata.normalize("NFKC", source):
+            if _INVISIBLE_RE.match(piece):
+                continue
+            out.append(_DETECTION_FOLD.get(piece, piece))
+            origin.append(i)
+    origin.append(len(text))
+    return MappedText("".join(out), origin)
+
+
 def garbage_ratio(text: str) -> float:
     """Share of characters that no human text contains: controls, surrogates, private use, unassigned, U+FFFD."""
     if not text:

@@ -351,7 +351,11 @@ class QueryProcessor:
                     break
         finally:
             await pieces.aclose()
-        tail = guard.finish()
+        if finish == "stop" and stats.chunks >= params.max_tokens:
+            finish = "length"
+        # A cut stream (max_tokens, cancel, block) may end inside an entity ("078-05-"): the guard redacts such a
+        # held fragment instead of flushing it.
+        tail = guard.finish(truncated=finish != "stop")
         rest = batcher.flush()
         text_rest = (rest[0] if rest else "") + tail
         if text_rest:
@@ -360,8 +364,6 @@ class QueryProcessor:
         report = guard.report()
         if report.refused:
             finish = "refused"
-        elif finish == "stop" and stats.chunks >= params.max_tokens:
-            finish = "length"
         citations, _invalid = citations_for(report.text, prompted.passages)
         verdict = report.verdict
         if self.checker is not None and finish in ("stop", "length"):

@@ -31,7 +31,9 @@ async def test_pii_is_masked_with_modify_verdict(guard: InputGuard) -> None:
     assert r.verdict.action == "modify"
     assert "jane.roe" not in r.text and "6789" not in r.text
     assert "<EMAIL_ADDRESS>" in r.text and "<US_SSN>" in r.text
-    assert {"pii_masked:EMAIL_ADDRESSx1", "pii_masked:US_SSNx1"} <= set(r.verdict.reasons)
+    # each reason says which recognizer masked what, and the keyword that decided ("SSN" before the number)
+    assert any(x.startswith("pii_masked:EMAIL_ADDRESSx1[email") for x in r.verdict.reasons)
+    assert "pii_masked:US_SSNx1[us_ssn(pii:ssn)]" in r.verdict.reasons
     # the verdict itself (what goes on the event) carries no raw value
     assert "jane.roe" not in msgspec.json.encode(r.verdict).decode()
 
@@ -131,7 +133,7 @@ async def test_per_tenant_overrides() -> None:
     assert (await guard.check(q, store.for_tenant("bank"))).blocked
     assert (await guard.check(q, store.for_tenant("other"))).verdict.action == "modify"
     r = await guard.check("You are a worthless piece of shit.", store.for_tenant("lab"))
-    assert not r.blocked and any(x.startswith("toxicity:") for x in r.verdict.reasons)
+    assert not r.blocked and any(x.startswith("toxicity_flagged:") for x in r.verdict.reasons)
     with pytest.raises(msgspec.ValidationError):
         PolicyStore(overrides={"x": {"mask_entitis": []}})
 

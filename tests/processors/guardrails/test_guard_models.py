@@ -7,6 +7,7 @@ import random
 from processors.guardrails.injection import MODEL_PATH, InjectionDetector, LinearTextModel, rule_hits
 from processors.guardrails.injection_train import load, score
 from processors.guardrails.toxicity import ToxicityScorer
+from processors.guardrails.training_data import bastion
 
 
 def test_artifact_is_small_and_round_trips(tmp_path: object) -> None:
@@ -14,18 +15,27 @@ def test_artifact_is_small_and_round_trips(tmp_path: object) -> None:
     assert MODEL_PATH.stat().st_size < 5 * 1024 * 1024
     model = LinearTextModel.load(MODEL_PATH)
     assert 0.05 < model.threshold < 0.95
-    assert model.meta["trained_on"] == "slabs/train"
+    # trained on the train splits only: the test splits and bastioncorpus stay unseen
+    assert all(str(source).endswith("/train") for source in model.meta["trained_on"])  # type: ignore[attr-defined]
 
 
-def test_model_generalises_to_the_other_dataset() -> None:
-    """Shipped model never saw neuralchemy; on a fixed random sample of its test split it beats chance clearly."""
+def test_model_generalises_to_a_set_it_never_saw() -> None:
+    """bastioncorpus (with benign hard negatives in five languages) was never trained on: the model beats chance."""
     model = LinearTextModel.load(MODEL_PATH)
-    data = load("neuralchemy", "test")
-    idx = random.Random(0).sample(range(len(data.texts)), 300)
-    pred = [int(model.calibrated(data.texts[i]) >= 0.5) for i in idx]
-    gold = [data.labels[i] for i in idx]
-    base = max(sum(gold), len(gold) - sum(gold)) / len(gold)
-    assert score(pred, gold).accuracy > base + 0.1
+    data = bastion()
+    pred = [int(model.calibrated(t) >= 0.5) for t in data.texts]
+    base = max(sum(data.labels), len(data.labels) - sum(data.labels)) / len(data.labels)
+    assert score(pred, data.labels).accuracy > base + 0.1
+
+
+def test_model_beats_chance_on_held_out_test_splits() -> None:
+    model = LinearTextModel.load(MODEL_PATH)
+    for dataset in ("slabs", "neuralchemy"):
+        data = load(dataset, "test")  # type: ignore[arg-type]
+        idx = random.Random(0).sample(range(len(data.texts)), 300)
+        pred = [int(model.calibrated(data.texts[i]) >= 0.5) for i in idx]
+        gold = [data.labels[i] for i in idx]
+        assert score(pred, gold).f1 > 0.8
 
 
 def test_rules_explain_and_survive_leetspeak() -> None:

@@ -85,8 +85,12 @@ def test_mask_uses_typed_placeholders_and_keeps_other_text() -> None:
     assert placeholder("PHONE_NUMBER") in result.text
     assert placeholder("CREDIT_CARD") in result.text
     assert result.text.startswith("Mail ") and result.text.endswith(".")
-    # entity records carry types and spans only: nothing raw to leak into logs
-    assert all({f.name for f in fields(e)} == {"entity_type", "start", "end", "score"} for e in result.entities)
+    # entity records carry types, spans and the reason (recognizer + keyword or shape): nothing raw to leak into logs
+    names = {"entity_type", "start", "end", "score", "recognizer", "context"}
+    assert all({f.name for f in fields(e)} == names for e in result.entities)
+    for e in result.entities:
+        assert text[e.start : e.end] not in repr(e)
+    assert {e.recognizer for e in result.entities} == {"email", "phone", "card_luhn"}
 
 
 def test_url_inside_email_is_suppressed() -> None:

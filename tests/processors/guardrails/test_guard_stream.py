@@ -186,3 +186,44 @@ def test_groundedness_scores_copied_high_and_unrelated_low() -> None:
     assert support("Penguins migrate across Antarctic glaciers.", p) == 0.0
     checks = check_groundedness("The event loop schedules callbacks. Penguins migrate across glaciers.", [p], 0.5)
     assert [c.grounded for c in checks] == [True, False]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Fraud alert: your card ending in 9921 was used at a fuel station. If this was not you, call the bank.",
+        "Tu peux réinitialiser le routeur en maintenant le bouton pendant dix secondes.",
+        "Kill the stuck child process first, then restart the daemon.",
+    ],
+)
+def test_answer_whose_first_word_scores_high_is_not_blocked(answer: str) -> None:
+    """Toxicity is judged on the whole sentence, never on a prefix ("Fraud" alone scores 0.67 with the word model)."""
+    guard = StreamingOutputGuard(GuardPolicy(groundedness_action="off"))
+    out = "".join(guard.push(piece) for piece in re.findall(r"\S+\s*", answer)) + guard.finish()
+    assert not guard.blocked, guard.report().verdict
+    assert out == answer
+
+
+def test_toxic_sentence_is_blocked_whole_and_nothing_of_it_is_sent() -> None:
+    guard = StreamingOutputGuard(GuardPolicy(groundedness_action="off"))
+    first = "The router resets with the button. "
+    sent = "".join(guard.push(w) for w in re.findall(r"\S+\s*", first + "Keep asking and I will break your jaw."))
+    sent += guard.finish()
+    assert guard.blocked and sent == first
+    assert any(r.startswith("toxicity_blocked:rule:threat") for r in guard.report().verdict.reasons)
+
+
+def test_sentence_hold_is_bounded_for_run_on_text() -> None:
+    guard = StreamingOutputGuard(GuardPolicy(groundedness_action="off"), toxicity=_FixedTox("zzz"))
+    out = ""
+    for _ in range(100):
+        out += guard.push("word, ")
+    assert len(out) >= 400  # a sentence with no end mark is released clause by clause, not held to the end
+
+
+def test_output_guard_masks_names_per_sentence_when_the_policy_asks() -> None:
+    policy = GuardPolicy(mask_entities=["EMAIL_ADDRESS", "PERSON"], groundedness_action="off")
+    guard = StreamingOutputGuard(policy, toxicity=_FixedTox("zzz"))
+    text = "Dear Mr. Halvorsen, your replacement ships today. Write to help@example.org if it does not arrive."
+    out = "".join(guard.push(w) for w in re.findall(r"\S+\s*", text)) + guard.finish()
+    assert "Halvorsen" not in out and "<PERSON>" in out and "<EMAIL_ADDRESS>" in out
