@@ -21,8 +21,10 @@ sys.path.insert(0, str(SHARED))
 def chat_bench(kind: str, prompts: list[str], concurrency: list[int], max_tokens: int) -> dict[str, object]:
     import model_files as mf  # type: ignore[import-not-found]
     from chat_engine import ChatEngine, GenRequest  # type: ignore[import-not-found]
+    from cpu_precision import weights_dtype  # type: ignore[import-not-found]
 
     model, tokenizer = mf.load_causal_lm(mf.source(kind))
+    model = model.to(weights_dtype("auto")[1])  # as the Triton model keeps it (config "precision": auto)
     engine = ChatEngine(model, tokenizer, name=kind)
     results: dict[str, object] = {}
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 from chat_engine import ChatEngine, GenRequest
+from cpu_precision import weights_dtype
 from model_files import load_causal_lm, source
 
 
@@ -44,6 +45,8 @@ class ChatModel:
         self.name = config["name"]
         torch.set_num_threads(int(_param(config, "torch_threads", "2")))
         model, tokenizer = load_causal_lm(source(_param(config, "model_kind", "smollm2")))
+        self.precision, dtype = weights_dtype(_param(config, "precision", "auto"))
+        model = model.to(dtype)
         self.engine = ChatEngine(
             model,
             tokenizer,
@@ -54,7 +57,7 @@ class ChatModel:
         )
         self._warm_up(tokenizer)
         pb_utils.Logger.log_info(
-            f"{self.name}: {model.config.model_type} loaded, eos ids {sorted(self.engine.eos_ids)}"
+            f"{self.name}: {model.config.model_type} loaded in {self.precision}, eos ids {sorted(self.engine.eos_ids)}"
         )
 
     def _warm_up(self, tokenizer) -> None:
