@@ -36,11 +36,14 @@ class SentenceVerdict(NamedTuple):
 
 
 _ORDER: Mapping[Label, int] = {"contradicted": 0, "supported": 1, "not_mentioned": 2}
+_UNCITED_ORDER: Mapping[Label, int] = {"supported": 0, "contradicted": 1, "not_mentioned": 2}
 
 
 def check_sentences(sentences: Sequence[str], sources: Sequence[str], checker: ClaimChecker) -> list[SentenceVerdict]:
-    """One verdict per sentence. A sentence citing ``[n]`` is judged against those sources; one citing nothing
-    against every source. A contradiction by any judged source wins, then support, else not mentioned."""
+    """One verdict per sentence. A sentence citing ``[n]`` is judged against those sources, and a contradiction by
+    one of them wins, then support, else not mentioned. A sentence citing nothing is judged against every source
+    and is supported when any of them supports it: the other sources may well be about something else (another
+    version, another function), so only when none supports it does a contradiction count."""
     verdicts: list[SentenceVerdict] = []
     for sentence in sentences:
         cited = [n for n in cited_numbers(sentence) if 1 <= n <= len(sources)]
@@ -50,6 +53,7 @@ def check_sentences(sentences: Sequence[str], sources: Sequence[str], checker: C
             verdicts.append(SentenceVerdict(sentence, "not_mentioned", None, "no source to check it against"))
             continue
         judged = [(n, checker.check(text, sources[n - 1])) for n in numbers]
-        number, verdict = min(judged, key=lambda item: _ORDER[item[1].label])
+        order = _ORDER if cited else _UNCITED_ORDER
+        number, verdict = min(judged, key=lambda item: order[item[1].label])
         verdicts.append(SentenceVerdict(sentence, verdict.label, number, verdict.reason))
     return verdicts
