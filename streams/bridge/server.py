@@ -143,7 +143,7 @@ class Bridge:
         self._requests: dict[str, _Request] = {}
         self._clients: set[_Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._publishing: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._stopping = False
 
@@ -208,7 +208,8 @@ class Bridge:
         await asyncio.gather(*closing, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
-        await asyncio.gather(*self._publishing, return_exceptions=True)  # accepted requests still reach Kafka
+        # Accepted requests and the cancels of clients that cannot resume still reach Kafka.
+        await asyncio.gather(*self._sending, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -350,10 +351,11 @@ class Bridge:
 
     @contextlib.asynccontextmanager
     async def connection(
-        self, tenant: str, close: CloseHook, queue: asyncio.Queue[proto.ServerMessage]
+        self, tenant: str, close: CloseHook, queue: asyncio.Queue[proto.ServerMessage], *, resumable: bool = True
     ) -> AsyncIterator[_Client]:
         """Register a connection for its lifetime. On exit its unfinished requests are cancelled ("disconnect"),
-        except at a bridge shutdown or after a send-queue overflow: those clients come back and resume."""
+        except, for a ``resumable`` client, at a bridge shutdown or after a send-queue overflow: those clients come
+        back and resume."""
         client = _Client(tenant, queue, close)
         self._clients.add(client)
         connections_gauge.add(1)
@@ -365,9 +367,9 @@ class Bridge:
             orphans = list(client.requests.values())
             for entry in orphans:
                 self._detach(entry)
-            if not self._stopping and not client.overflowed:
+            if not resumable or (not self._stopping and not client.overflowed):
                 for entry in orphans:  # a task: this may run in a handler that is being cancelled
-                    self._spawn(self._cancel(entry.request_id, "disconnect"))
+                    self._send_later(self._cancel(entry.request_id, "disconnect"))
 
     async def answer(self, tenant: str, ask: proto.Ask) -> AsyncGenerator[proto.ServerMessage, None]:
         """One request for a one-shot client (the OpenAI API): ``accepted``, then the answer's messages up to its
@@ -378,7 +380,7 @@ class Bridge:
         async def close(_code: int, reason: str) -> None:
             queue.put_nowait(proto.Error(code=proto.UNAVAILABLE, message=reason, retryable=True))
 
-        async with self.connection(tenant, close, queue) as client:
+        async with self.connection(tenant, close, queue, resumable=False) as client:
             await self.ask(client, ask)
             while True:
                 message = await queue.get()
@@ -483,10 +485,7 @@ class Bridge:
             try:
                 # Shielded: a client that leaves right after ``accepted`` cancels its handler, but an accepted request
                 # is sent whole (journal and query), so its cancel and its resume find it.
-                publish = asyncio.create_task(self._publish(key, value, headers))
-                self._publishing.add(publish)
-                publish.add_done_callback(self._settle)
-                await asyncio.shield(publish)
+                await asyncio.shield(self._send_later(self._publish(key, value, headers)))
             except KafkaError as exc:
                 log.warning("could not send request %s: %s", request_id, exc)
                 self._detach(entry)
@@ -509,11 +508,17 @@ class Bridge:
         ]
         await asyncio.gather(*sent)
 
-    def _settle(self, publish: asyncio.Task[None]) -> None:
-        """Forget a finished publish; its error went to the client if the client still waited for it."""
-        self._publishing.discard(publish)
-        if not publish.cancelled() and publish.exception() is not None:
-            log.debug("publish failed: %s", publish.exception())
+    def _send_later(self, send: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a Kafka send that must happen even if its handler is cancelled; ``stop`` waits for it."""
+        task = asyncio.create_task(send)
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+        return task
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # reported to the client if it still waited
+            log.debug("send failed: %s", task.exception())
 
     async def _on_cancel(self, client: _Client, cancel: proto.Cancel) -> None:
         request_id = cancel.request_id

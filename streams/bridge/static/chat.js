@@ -14,7 +14,7 @@
     connection: $("connection"), changeKey: $("change-key"), keyPanel: $("key-panel"), keyForm: $("key-form"),
     keyInput: $("api-key"), keyError: $("key-error"), chat: $("chat"), history: $("history"), empty: $("empty"),
     askForm: $("ask-form"), question: $("question"), model: $("model"), models: $("models"), ask: $("ask"),
-    stop: $("stop"), clear: $("clear"), status: $("status"),
+    maxTokens: $("max-tokens"), stop: $("stop"), clear: $("clear"), status: $("status"),
   };
 
   let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
@@ -30,7 +30,7 @@
   // --- storage -------------------------------------------------------------------------------------------------
   function save() {
     const kept = turns.map((t) => ({
-      id: t.id, question: t.question, model: t.model, requestId: t.requestId, lastSeq: t.lastSeq, text: t.text,
+      id: t.id, question: t.question, model: t.model, maxTokens: t.maxTokens, requestId: t.requestId, lastSeq: t.lastSeq, text: t.text,
       citations: t.citations, final: t.final,
     }));
     try { sessionStorage.setItem(HISTORY_STORAGE, JSON.stringify(kept)); } catch (_) { /* full: keep on screen */ }
@@ -41,7 +41,7 @@
     try { kept = JSON.parse(sessionStorage.getItem(HISTORY_STORAGE) || "[]"); } catch (_) { kept = []; }
     for (const t of kept) {
       const turn = addTurn(t.question, t.model, t.id);
-      Object.assign(turn, { requestId: t.requestId, lastSeq: t.lastSeq, text: t.text, citations: t.citations || [],
+      Object.assign(turn, { maxTokens: t.maxTokens, requestId: t.requestId, lastSeq: t.lastSeq, text: t.text, citations: t.citations || [],
         final: t.final });
       if (turn.requestId) byRequest.set(turn.requestId, turn);
       nextId = Math.max(nextId, Number(String(t.id).replace(/\D/g, "")) + 1 || nextId);
@@ -149,7 +149,9 @@
   }
 
   function sendAsk(turn) {
-    const options = turn.model && turn.model !== MODEL_AUTO ? { model: turn.model } : {};
+    const options = {};
+    if (turn.model && turn.model !== MODEL_AUTO) options.model = turn.model;
+    if (turn.maxTokens) options.max_tokens = turn.maxTokens;
     send({ type: "ask", id: turn.id, question: turn.question, options });
   }
 
@@ -175,6 +177,8 @@
     } else if (message.type === "citation") {
       if (!turn.citations.some((c) => c.number === message.number)) turn.citations.push(message);
     } else if (message.type === "done") {
+      // The protocol's promise: the tokens add up to the done's text (across reconnects too).
+      turn.el.dataset.complete = String(turn.text === message.text);
       turn.text = message.text;
       turn.final = {
         kind: "done", finishReason: message.finish_reason, cached: message.cached, model: message.model,
@@ -347,6 +351,8 @@
     const question = ui.question.value.trim();
     if (!question || !connected) return;
     const turn = addTurn(question, ui.model.value.trim());
+    const maxTokens = Number.parseInt(ui.maxTokens.value, 10);
+    if (maxTokens > 0) turn.maxTokens = maxTokens;
     render(turn);
     sendAsk(turn);
     save();
