@@ -21,6 +21,7 @@ Request extension: ``"ragstream": {"use_cache": false, "prompt_version": "...", 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
@@ -311,7 +312,17 @@ def add_routes(app: web.Application, source: AnswerSource) -> None:
                 first = await _first_event(messages, completion)
                 if body.stream:
                     include_usage = body.stream_options is not None and body.stream_options.include_usage
-                    return await _stream(request, messages, completion, first, include_usage)
+                    response = web.StreamResponse(
+                        headers={
+                            "Content-Type": "text/event-stream",
+                            "Cache-Control": "no-cache",
+                            "X-Accel-Buffering": "no",
+                        }
+                    )
+                    await response.prepare(request)
+                    with contextlib.suppress(ConnectionError):  # the client left: closing ``messages`` cancels
+                        await _stream(response, messages, completion, first, include_usage)
+                    return response
                 return await _collect(messages, completion, first)
             finally:
                 await messages.aclose()  # early exit or a client that went away: the bridge cancels the request
@@ -349,16 +360,13 @@ async def _collect(
 
 
 async def _stream(
-    request: web.Request,
+    response: web.StreamResponse,
     messages: AsyncIterator[proto.ServerMessage],
     completion: _Completion,
     first: proto.ServerMessage,
     include_usage: bool,
-) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-    await response.prepare(request)
+) -> None:
+    """The answer as server-sent chunks: the role, each token, then the finish with the extension field."""
     await response.write(completion.chunk({"role": "assistant", "content": ""}))
 
     async def events() -> AsyncIterator[proto.ServerMessage]:
@@ -384,7 +392,6 @@ async def _stream(
             await response.write(b"data: [DONE]\n\n")
             break
     await response.write_eof()
-    return response
 
 
 def _chunk_head(completion: _Completion) -> dict[str, Any]:

@@ -95,7 +95,8 @@ async def test_an_answer_streams_piece_by_piece_from_the_server(server: BridgePr
     client = OpenAICompatClient(backend(server), timeout_s=60.0)
     stats = StreamStats(model=REMOTE, started=time.monotonic())
     try:
-        pieces = [p async for p in client.stream(REMOTE, ask(QUESTION), GenerationParams(max_tokens=64), stats=stats)]
+        params = GenerationParams(max_tokens=400)  # room for the whole echo, question included
+        pieces = [p async for p in client.stream(REMOTE, ask(QUESTION), params, stats=stats)]
     finally:
         await client.close()
     assert len(pieces) > 1 and stats.chunks == len(pieces)

@@ -171,7 +171,7 @@ async def test_the_chat_page_streams_cites_stops_and_resumes_in_chromium(
 
         # 3. Stop mid-answer: a long answer, Stop pressed as soon as text shows.
         def stop_mid_answer() -> dict[str, Any]:
-            page.el("max-tokens").send_keys("900")  # the long question's echo lasts a few seconds
+            page.el("max-tokens").send_keys("500")  # the long question's echo lasts a few seconds
             index = page.ask(f"{LONG_QUESTION} {new_id()[:6]}")
             wait_for(lambda: page.state(index)["text"], 30, "the first token")
             page.el("stop").click()
@@ -200,7 +200,7 @@ async def test_the_chat_page_streams_cites_stops_and_resumes_in_chromium(
 
         # 5. The bridge restarts mid-answer: the page reconnects, resumes, and the answer is whole.
         def ask_long() -> int:
-            page.el("max-tokens").send_keys("900")
+            page.el("max-tokens").send_keys("500")
             index = page.ask(f"{LONG_QUESTION} Resume {new_id()[:6]}.")
             wait_for(lambda: page.state(index)["text"], 30, "the first token")
             return index
@@ -221,7 +221,7 @@ async def test_the_chat_page_streams_cites_stops_and_resumes_in_chromium(
             overflow = browser.execute_script(
                 "return document.documentElement.scrollWidth > document.documentElement.clientWidth"
             )
-            page.shot("05-narrow")
+            page.shot("05-narrow", count - 1)
             origins = browser.execute_script(
                 "return performance.getEntriesByType('resource').map((e) => new URL(e.name).origin)"
             )

@@ -152,7 +152,9 @@ async def test_a_remote_killed_before_its_first_token_leaves_the_answer_to_the_f
         deltas, done = await pending
     await asyncio.to_thread(tier.remote.terminate)
     assert isinstance(done, AnswerDone), done
-    assert done.model == "llm_echo" and done.finish_reason in ("stop", "length")
+    # The fallback's echo of the RAG prompt quotes its injection example, which the output guard may stop: still
+    # the fallback's answer, not an error.
+    assert done.model == "llm_echo" and done.finish_reason in ("stop", "length", "blocked")
     assert deltas and "".join(d.text for d in deltas) == done.text
 
 
