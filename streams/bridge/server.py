@@ -200,7 +200,8 @@ class Bridge:
         return app
 
     async def stop(self) -> None:
-        """Stop accepting, close every socket with 1001 (going away) without cancelling their requests, then Kafka."""
+        """Stop accepting, close every WebSocket with 1001 (going away) without cancelling its requests (the client
+        resumes on the next instance), end every API request with a retryable error and cancel it, then Kafka."""
         if self._stopping:
             return
         self._stopping = True

@@ -86,6 +86,7 @@
 
   function changeKey() {
     wanted = false;
+    clearTimeout(retryTimer);
     if (socket) socket.close(1000, "changing key");
     sessionStorage.removeItem(KEY_STORAGE);
     apiKey = "";
@@ -130,8 +131,16 @@
     ws.addEventListener("message", (event) => {
       if (socket === ws) onMessage(JSON.parse(event.data));
     });
+    let opened = false;
+    ws.addEventListener("open", () => { opened = true; });
     ws.addEventListener("close", (event) => {
       if (socket !== ws) return;
+      if (!opened && wanted) {
+        // Refused before the upgrade: a browser cannot see why, so ask whether the key is still accepted.
+        checkKey(apiKey).then((models) => {
+          if (models === null) { changeKey(); ui.keyError.textContent = "That API key is no longer accepted."; }
+        }).catch(() => { /* the server is down: keep retrying */ });
+      }
       connected = false;
       socket = null;
       for (const turn of turns) if (!turn.final && turn.requestId) turn.dropped = true;
