@@ -120,6 +120,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     llm_large_model: str = "llm_large"
     router: str = "feature"
     router_overrides: str = ""
+    # Models served by OpenAI-compatible servers (vLLM, TGI, llama.cpp's server, a hosted API, another ragstream
+    # bridge's /v1) instead of Triton, as JSON {"model name": {"base_url": "http://host:8000/v1", "model": "remote
+    # name", "api_key": "...", "extra_body": {...}, "timeout_s": 30, "first_token_timeout_s": 10}}
+    # (processors/adapters/openai_compat.py). A tier uses one by naming it: RAGSTREAM_LLM_LARGE_MODEL=<model name>.
+    # It holds keys: production passes it as a secret, like api_keys.
+    openai_backends: str = ""
     request_timeout_s: float = 30.0
 
     # How answers are made unless a request says ("generate" or "extractive": processors/query/extractive.py), and

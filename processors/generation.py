@@ -1,14 +1,17 @@
 """Streaming text generation, independent of where the model runs.
 
 :class:`Generator` is what the query path needs from a model server: stream the answer to a conversation, piece by
-piece. Triton implements it (:class:`processors.adapters.triton.TritonClient`), and so can any other backend.
-:class:`FallbackGenerator` tries models in order when one fails before its first token.
+piece. Triton implements it (:class:`processors.adapters.triton.TritonClient`), and so does any OpenAI-compatible
+server (:class:`processors.adapters.openai_compat.OpenAICompatClient`). :class:`RoutingGenerator` sends each model
+name to the generator that serves it; :class:`FallbackGenerator` tries models in order when one fails before its
+first token.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Literal, Protocol
 
 import msgspec
@@ -89,6 +92,37 @@ class GenerationError(RuntimeError):
         self.status = status
 
 
+async def retried_before_output(
+    attempt: Callable[[], AsyncGenerator[str, None]],
+    stats: StreamStats,
+    *,
+    attempts: int,
+    deadline: float,
+    backoff_s: float,
+) -> AsyncGenerator[str, None]:
+    """Yield the pieces of ``attempt()``; a retryable :class:`GenerationError` (which implies nothing was yielded)
+    starts another attempt after an exponential backoff, while attempts remain and the deadline leaves room.
+
+    The retry rule every model client shares: after a piece was yielded the caller has shown it, so nothing is
+    retried. Each attempt's stream is closed explicitly, so an abandoned call is cancelled now, not at GC.
+    """
+    for number in range(attempts):
+        stats.attempts += 1
+        stream = attempt()
+        try:
+            async for piece in stream:
+                yield piece
+            return
+        except GenerationError as exc:
+            stats.error = str(exc)
+            delay = backoff_s * (2**number)
+            if not exc.retryable or number + 1 >= attempts or deadline - time.monotonic() <= delay:
+                raise
+            await asyncio.sleep(delay)
+        finally:
+            await stream.aclose()
+
+
 class Generator(Protocol):
     def stream(
         self,
@@ -104,6 +138,28 @@ class Generator(Protocol):
         Closing or cancelling the iterator cancels the request in the model server.
         """
         ...
+
+
+class RoutingGenerator:
+    """A :class:`Generator` over several model servers: each model in ``routes`` streams from its own generator
+    (e.g. a tier on an OpenAI-compatible server), every other model from ``default`` (Triton)."""
+
+    def __init__(self, default: Generator, routes: Mapping[str, Generator]) -> None:
+        self.default = default
+        self.routes = dict(routes)
+
+    def stream(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        *,
+        request_id: str = "",
+        stats: StreamStats | None = None,
+    ) -> AsyncIterator[str]:
+        # The chosen generator's own iterator, so closing it reaches that server (cancellation).
+        generator = self.routes.get(model, self.default)
+        return generator.stream(model, messages, params, request_id=request_id, stats=stats)
 
 
 class FallbackGenerator:

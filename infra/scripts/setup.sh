@@ -18,6 +18,9 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 [ -f /usr/share/doc/libmpfr-doc/mpfr.html/Rounding.html ] || missing+=(libmpfr-doc) # Texinfo
 [ -f /usr/share/doc/libyaml-dev/html/group__emitter.html ] || missing+=(libyaml-doc) # Doxygen
 [ -f /usr/share/doc/python3-pip/html/getting-started.md ] || missing+=(python3-pip) # Markdown and reST
+# A real browser for the chat page's tests (tests/streams/bridge/test_chat_page.py, Selenium)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   if [ "$(id -u)" -eq 0 ]; then
     log "installing system packages: ${missing[*]}"

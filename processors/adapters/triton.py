@@ -19,7 +19,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from processors.adapters.chat_formats import model_info, render_chat
-from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats
+from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats, retried_before_output
 from schemas.triton import GENERATION_INPUTS
 
 _SPECS = {spec.name: spec for spec in GENERATION_INPUTS}
@@ -189,23 +189,18 @@ class TritonClient:
         attempts = 1 + (self.retries if retries is None else retries)
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         first_timeout = first_token_timeout_s or self.first_token_timeout_s
-        for attempt in range(attempts):
-            stats.attempts += 1
-            # Closed explicitly: when the caller stops early, the gRPC call must be cancelled now, not at GC.
-            stream = self._stream_once(model, prompt, params, request_id, stats, deadline, first_timeout)
-            try:
-                async for piece in stream:
-                    yield piece
-                return
-            except TritonError as exc:
-                stats.error = str(exc)
-                remaining = deadline - time.monotonic()
-                delay = self.backoff_s * (2**attempt)
-                if not exc.retryable or attempt + 1 >= attempts or remaining <= delay:
-                    raise
-                await asyncio.sleep(delay)
-            finally:
-                await stream.aclose()
+        pieces = retried_before_output(
+            lambda: self._stream_once(model, prompt, params, request_id, stats, deadline, first_timeout),
+            stats,
+            attempts=attempts,
+            deadline=deadline,
+            backoff_s=self.backoff_s,
+        )
+        try:
+            async for piece in pieces:
+                yield piece
+        finally:
+            await pieces.aclose()
 
     async def _stream_once(
         self,

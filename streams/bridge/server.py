@@ -1,8 +1,14 @@
-"""The WebSocket bridge: clients ask over a WebSocket, the question travels as Kafka events, answers stream back.
+"""The bridge: clients ask over a WebSocket (or the OpenAI-compatible HTTP API, or the chat page), the question
+travels as Kafka events, answers stream back.
+
+One aiohttp server on one port serves everything: WebSocket upgrades on any path, ``/healthz``, the chat page at
+``/`` (:mod:`streams.bridge.chat_page`) and ``/v1/...`` (:mod:`streams.bridge.openai_api`). aiohttp rather than the
+``websockets`` server because the OpenAI API needs POST and streamed (SSE) response bodies, which the
+``websockets`` server's HTTP hook cannot answer; the WebSocket protocol itself is unchanged.
 
 Each bridge instance owns a reply topic (``bridge_reply_topic``) that it creates at start, names in every request's
 ``reply_to``, and reads alone (all partitions assigned, no consumer group): N instances never see each other's
-replies and need no coordination. Events are routed to sockets by their Kafka key, the request id.
+replies and need no coordination. Events are routed to connections by their Kafka key, the request id.
 
 The reply topic doubles as the instance's journal. Before a request goes to the queries topic, a copy goes to the
 reply topic, so the instance knows a request's tenant even when no answer event has arrived yet. At start the
@@ -23,20 +29,16 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
 
 from infra.kafka_admin import ensure_topics
 from infra.settings import Settings
@@ -53,16 +55,19 @@ from schemas.events import (
 )
 from schemas.topics import DAY_MS, Topic
 from streams import telemetry
+from streams.bridge import chat_page, openai_api
 from streams.bridge import protocol as proto
 from streams.kafka import topic_partitions
 
 log = logging.getLogger(__name__)
 
 connections_gauge = telemetry.meter.create_up_down_counter(
-    "ragstream_bridge_connections", description="Open WebSocket connections per bridge"
+    "ragstream_bridge_connections", description="Open WebSocket connections and API streams per bridge"
 )
 
 HEALTH_PATH = "/healthz"
+# Bridge shutdown closes sockets with 1001 and waits this long for handlers before cancelling them.
+_SHUTDOWN_GRACE_S = 5.0
 _journal: EventDecoder[QueryRequest | AnswerEvent] = EventDecoder(QueryRequest | AnswerEvent)
 
 
@@ -83,23 +88,27 @@ def parse_api_keys(spec: str) -> dict[str, str]:
     return keys
 
 
-def request_api_key(request: Request) -> str | None:
-    """The key from ``Authorization: Bearer <key>``, else from ``?api_key=`` (browsers cannot set headers)."""
-    auth = request.headers.get("Authorization", "")
-    scheme, _, value = auth.partition(" ")
+def request_api_key(authorization: str, url: str) -> str | None:
+    """The key from an ``Authorization: Bearer <key>`` header, else from ``?api_key=`` in the request URL (browsers
+    cannot set headers on a WebSocket)."""
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    values = parse_qs(urlsplit(request.path).query).get("api_key")
+    values = parse_qs(urlsplit(url).query).get("api_key")
     return values[0] if values else None
+
+
+CloseHook = Callable[[int, str], Awaitable[object]]
 
 
 @dataclass(eq=False)
 class _Client:
-    """One WebSocket connection: its tenant, its unfinished requests, and its bounded outgoing queue."""
+    """One connection (a WebSocket, or one OpenAI API request): its tenant, its unfinished requests, and its
+    outgoing queue. ``close`` ends the connection with a WebSocket close code and reason."""
 
-    ws: ServerConnection
     tenant: str
-    queue: asyncio.Queue[str]
+    queue: asyncio.Queue[proto.ServerMessage]
+    close: CloseHook
     requests: dict[str, _Request] = field(default_factory=dict)
     by_client_id: dict[str | int, str] = field(default_factory=dict)
     overflowed: bool = False
@@ -134,14 +143,19 @@ class Bridge:
         self._requests: dict[str, _Request] = {}
         self._clients: set[_Client] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._server: Server | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._runner: web.AppRunner | None = None
         self._stopping = False
 
     @property
     def port(self) -> int:
         """The bound port (useful when started with ``bridge_port=0``)."""
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        assert self._runner is not None
+        return int(self._runner.addresses[0][1])
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -158,30 +172,45 @@ class Bridge:
         await self._replay()
         self._spawn(self._read())
         self._spawn(self._housekeep())
-        self._server = await serve(
-            self._handle,
-            self.settings.host,
-            self.settings.bridge_port,
-            process_request=self._process_request,
-            close_timeout=5,
-            max_size=1 << 20,
+        runner = web.AppRunner(
+            self.web_app(),
+            access_log=None,  # not a line per health check or API call
+            handler_cancellation=True,  # a client that goes away cancels its handler: its requests get cancelled
+            shutdown_timeout=_SHUTDOWN_GRACE_S,
         )
+        await runner.setup()
+        await web.TCPSite(runner, self.settings.host, self.settings.bridge_port).start()
+        self._runner = runner
         log.info(
-            "bridge %s serving ws://%s:%s, replies on %s",
+            "bridge %s serving http://%s:%s (WebSocket, chat page, /v1 API), replies on %s",
             self.instance,
             self.settings.host,
             self.port,
             self.reply_topic,
         )
 
+    def web_app(self) -> web.Application:
+        """Every route on the one port: health, the chat page, the OpenAI-compatible API, and WebSockets anywhere
+        else (the README's ``ws://host:port`` has path ``/``, which the page shares: an upgrade header decides)."""
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_get(HEALTH_PATH, _health)
+        openai_api.add_routes(app, self)
+        chat_page.add_routes(app)
+        app.router.add_get("/{path:.*}", self._websocket_or_page)
+        return app
+
     async def stop(self) -> None:
-        """Stop accepting, close every socket with 1001 (going away) without cancelling their requests, then Kafka."""
+        """Stop accepting, close every WebSocket with 1001 (going away) without cancelling its requests (the client
+        resumes on the next instance), end every API request with a retryable error and cancel it, then Kafka."""
         if self._stopping:
             return
         self._stopping = True
-        if self._server is not None:
-            self._server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="bridge restarting")
-            await self._server.wait_closed()
+        closing = [client.close(WSCloseCode.GOING_AWAY, "bridge restarting") for client in list(self._clients)]
+        await asyncio.gather(*closing, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        # Accepted requests and the cancels of clients that cannot resume still reach Kafka.
+        await asyncio.gather(*self._sending, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -270,11 +299,13 @@ class Bridge:
         if client.overflowed:
             return
         try:
-            client.queue.put_nowait(proto.encode_server(message))
+            client.queue.put_nowait(message)
         except asyncio.QueueFull:
             client.overflowed = True
             log.warning("client of tenant %s too slow (%d queued); closing", client.tenant, client.queue.qsize())
-            self._spawn(client.ws.close(CloseCode.TRY_AGAIN_LATER, "send queue overflow: reconnect and resume"))
+            self._spawn(
+                _closing(client.close(WSCloseCode.TRY_AGAIN_LATER, "send queue overflow: reconnect and resume"))
+            )
 
     async def _housekeep(self) -> None:
         """Time out requests nobody answers (a client never hears silence) and forget ones past the window."""
@@ -303,21 +334,10 @@ class Bridge:
         except KafkaError:
             log.exception("could not send the cancellation of %s", request_id)
 
-    # -- sockets -> Kafka ---------------------------------------------------------------------------------------
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Health checks, then authentication and the connection limit, all before the upgrade."""
-        if urlsplit(request.path).path == HEALTH_PATH:
-            return connection.respond(HTTPStatus.OK, "ok\n")
-        if self._tenant(request) is None:
-            response = connection.respond(HTTPStatus.UNAUTHORIZED, "missing or invalid API key\n")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            return response
-        if len(self._clients) >= self.settings.bridge_max_connections:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
-        return None
-
-    def _tenant(self, request: Request) -> str | None:
-        offered = request_api_key(request)
+    # -- connections -> Kafka ----------------------------------------------------------------------------------
+    def tenant_for(self, authorization: str, url: str) -> str | None:
+        """The tenant of the offered API key (header or ``?api_key=``), or None for a missing or unknown key."""
+        offered = request_api_key(authorization, url)
         if offered is None:
             return None
         tenant = None
@@ -326,36 +346,83 @@ class Bridge:
                 tenant = owner
         return tenant
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        tenant = self._tenant(ws.request) if ws.request is not None else None
-        if tenant is None:  # process_request already refused; defensive
-            await ws.close(CloseCode.POLICY_VIOLATION, "unauthorized")
-            return
-        client = _Client(ws, tenant, asyncio.Queue(self.settings.bridge_send_queue))
+    def has_room(self) -> bool:
+        """Below ``bridge_max_connections`` open WebSockets and API requests together."""
+        return len(self._clients) < self.settings.bridge_max_connections
+
+    @contextlib.asynccontextmanager
+    async def connection(
+        self, tenant: str, close: CloseHook, queue: asyncio.Queue[proto.ServerMessage], *, resumable: bool = True
+    ) -> AsyncIterator[_Client]:
+        """Register a connection for its lifetime. On exit its unfinished requests are cancelled ("disconnect"),
+        except, for a ``resumable`` client, at a bridge shutdown or after a send-queue overflow: those clients come
+        back and resume."""
+        client = _Client(tenant, queue, close)
         self._clients.add(client)
         connections_gauge.add(1)
-        writer = asyncio.create_task(self._write(client))
         try:
-            async for frame in ws:
-                await self._on_message(client, frame)
-        except ConnectionClosed:
-            pass
+            yield client
         finally:
             self._clients.discard(client)
             connections_gauge.add(-1)
-            writer.cancel()
             orphans = list(client.requests.values())
             for entry in orphans:
                 self._detach(entry)
-            # A client that left cancels its work; a bridge shutdown or a slow-client close does not (they resume).
-            if not self._stopping and not client.overflowed:
-                for entry in orphans:
-                    await self._cancel(entry.request_id, "disconnect")
+            if not resumable or (not self._stopping and not client.overflowed):
+                for entry in orphans:  # a task: this may run in a handler that is being cancelled
+                    self._send_later(self._cancel(entry.request_id, "disconnect"))
 
-    async def _write(self, client: _Client) -> None:
-        with contextlib.suppress(ConnectionClosed):
+    async def answer(self, tenant: str, ask: proto.Ask) -> AsyncGenerator[proto.ServerMessage, None]:
+        """One request for a one-shot client (the OpenAI API): ``accepted``, then the answer's messages up to its
+        ``done`` or ``error``. Closing the iterator early (the client went away) cancels the request."""
+        # Unbounded: it holds one answer's messages, and a slow HTTP reader only delays its own answer.
+        queue: asyncio.Queue[proto.ServerMessage] = asyncio.Queue()
+
+        async def close(_code: int, reason: str) -> None:
+            queue.put_nowait(proto.Error(code=proto.UNAVAILABLE, message=reason, retryable=True))
+
+        async with self.connection(tenant, close, queue, resumable=False) as client:
+            await self.ask(client, ask)
             while True:
-                await client.ws.send(await client.queue.get())
+                message = await queue.get()
+                yield message
+                if isinstance(message, proto.Done | proto.Error):
+                    return
+
+    async def _websocket_or_page(self, request: web.Request) -> web.StreamResponse:
+        """A WebSocket upgrade on any path; a plain GET of ``/`` is the chat page. Authentication and the connection
+        limit are checked before the upgrade, so a refused client gets an HTTP status, not a closed socket."""
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            if request.match_info["path"] == "":
+                return await chat_page.index(request)
+            raise web.HTTPNotFound()
+        tenant = self.tenant_for(request.headers.get("Authorization", ""), str(request.rel_url))
+        if tenant is None:
+            raise web.HTTPUnauthorized(text="missing or invalid API key\n", headers={"WWW-Authenticate": "Bearer"})
+        if not self.has_room():
+            raise web.HTTPServiceUnavailable(text="too many connections\n")
+        ws = web.WebSocketResponse(timeout=5.0, max_msg_size=1 << 20, heartbeat=20.0)
+        await ws.prepare(request)
+
+        async def close(code: int, reason: str) -> None:
+            # Bounded: a client that stopped reading cannot hold a shutdown; the transport is dropped instead.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(code=code, message=reason.encode()), 10.0)
+
+        async with self.connection(tenant, close, asyncio.Queue(self.settings.bridge_send_queue)) as client:
+            writer = asyncio.create_task(self._write(client, ws))
+            try:
+                async for frame in ws:
+                    if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                        await self._on_message(client, frame.data)
+            finally:
+                writer.cancel()
+        return ws
+
+    async def _write(self, client: _Client, ws: web.WebSocketResponse) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the socket closed: the handler cleans up
+            while True:
+                await ws.send_str(proto.encode_server(await client.queue.get()))
 
     async def _on_message(self, client: _Client, frame: str | bytes) -> None:
         try:
@@ -364,7 +431,7 @@ class Bridge:
             self._push(client, proto.Error(code=proto.BAD_REQUEST, message=str(exc)))
             return
         if isinstance(message, proto.Ask):
-            await self._ask(client, message)
+            await self.ask(client, message)
         elif isinstance(message, proto.Cancel):
             await self._on_cancel(client, message)
         else:
@@ -386,7 +453,9 @@ class Bridge:
         )
         return False
 
-    async def _ask(self, client: _Client, ask: proto.Ask) -> None:
+    async def ask(self, client: _Client, ask: proto.Ask) -> None:
+        """Journal the question, put it on the queries topic, and subscribe ``client`` to its answer: ``accepted``
+        first, then the answer's messages (or one ``error``) on the client's queue."""
         if not ask.question.strip():
             self._push(client, proto.Error(code=proto.BAD_REQUEST, message="empty question", id=ask.id))
             return
@@ -415,12 +484,9 @@ class Bridge:
             span.set_attribute("ragstream.tenant", client.tenant)
             headers = [*telemetry.headers_from_context().items(), ("ragstream-kind", b"query.request")]
             try:
-                # The journal copy and the request go out in one batch; the journal makes the request resumable.
-                sent = [
-                    await self._producer.send(self.reply_topic, value, key=key, headers=headers),
-                    await self._producer.send(self.settings.topic(Topic.QUERIES), value, key=key, headers=headers),
-                ]
-                await asyncio.gather(*sent)
+                # Shielded: a client that leaves right after ``accepted`` cancels its handler, but an accepted request
+                # is sent whole (journal and query), so its cancel and its resume find it.
+                await asyncio.shield(self._send_later(self._publish(key, value, headers)))
             except KafkaError as exc:
                 log.warning("could not send request %s: %s", request_id, exc)
                 self._detach(entry)
@@ -434,6 +500,26 @@ class Bridge:
                         id=ask.id,
                     ),
                 )
+
+    async def _publish(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """The journal copy and the request, in one batch; the journal makes the request resumable."""
+        sent = [
+            await self._producer.send(self.reply_topic, value, key=key, headers=headers),
+            await self._producer.send(self.settings.topic(Topic.QUERIES), value, key=key, headers=headers),
+        ]
+        await asyncio.gather(*sent)
+
+    def _send_later(self, send: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a Kafka send that must happen even if its handler is cancelled; ``stop`` waits for it."""
+        task = asyncio.create_task(send)
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+        return task
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # reported to the client if it still waited
+            log.debug("send failed: %s", task.exception())
 
     async def _on_cancel(self, client: _Client, cancel: proto.Cancel) -> None:
         request_id = cancel.request_id
@@ -478,6 +564,14 @@ class Bridge:
             client.requests[request_id] = entry
 
 
+async def _closing(close: Awaitable[object]) -> None:
+    await close
+
+
+async def _health(_request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
 async def serve_until_signalled(settings: Settings, stop_signals: Iterable[signal.Signals] = ()) -> None:
     """Run one bridge until SIGTERM/SIGINT, then shut down gracefully."""
     bridge = Bridge(settings)
@@ -496,6 +590,5 @@ async def serve_until_signalled(settings: Settings, stop_signals: Iterable[signa
 def run_bridge(settings: Settings) -> None:
     """``ragstream bridge``: serve on ``settings.host:bridge_port`` until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)  # not a line per health check
     telemetry.configure(settings, "ragstream-bridge")
     asyncio.run(serve_until_signalled(settings, (signal.SIGTERM, signal.SIGINT)))

@@ -14,8 +14,10 @@ import redis.asyncio as aioredis
 
 from infra.settings import Settings
 from processors.adapters.embedder import TritonEmbedder
+from processors.adapters.openai_compat import OpenAIBackend, OpenAICompatClient, parse_backends
 from processors.adapters.reranker import TritonReranker
 from processors.adapters.triton import TritonClient
+from processors.generation import Generator, RoutingGenerator
 from streams.configure import claim_checker, query_config, router_from_settings
 
 if TYPE_CHECKING:
@@ -30,7 +32,10 @@ if TYPE_CHECKING:
 class Resources:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Parsed now, so a bad RAGSTREAM_OPENAI_BACKENDS stops the worker at start-up with the reason.
+        self.openai_backends: dict[str, OpenAIBackend] = parse_backends(settings.openai_backends)
         self._triton: TritonClient | None = None
+        self._openai: dict[str, OpenAICompatClient] = {}
         self._redis: aioredis.Redis | None = None
         self._milvus: AsyncMilvusClient | None = None
         self._states: DocStates | None = None
@@ -44,6 +49,19 @@ class Resources:
         if self._triton is None:
             self._triton = TritonClient(self.settings.triton_address, timeout_s=self.settings.request_timeout_s)
         return self._triton
+
+    @property
+    def generator(self) -> Generator:
+        """Generation for every model: those named in ``openai_backends`` from their OpenAI-compatible servers, the
+        rest from Triton. Same deadlines for both: the request timeout bounds a whole stream."""
+        if not self.openai_backends:
+            return self.triton
+        if not self._openai:
+            timeout = self.settings.request_timeout_s
+            self._openai = {
+                name: OpenAICompatClient(backend, timeout_s=timeout) for name, backend in self.openai_backends.items()
+            }
+        return RoutingGenerator(self.triton, self._openai)
 
     @property
     def embedder(self) -> TritonEmbedder:
@@ -133,7 +151,7 @@ class Resources:
             reranker=self.reranker,
             prompts=TemplatePrompts(store.get),
             chooser=RoutedChooser(router_from_settings(s)),
-            generator=self.triton,
+            generator=self.generator,
             cache=SemanticCache(self.redis, threshold=s.cache_threshold, ttl_s=s.cache_ttl_s),
             config=query_config(s),
             checker=claim_checker(s),
@@ -150,6 +168,9 @@ class Resources:
         if self._triton is not None:
             await self._triton.close()
             self._triton = None
+        for client in self._openai.values():
+            await client.close()
+        self._openai = {}
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
