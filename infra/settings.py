@@ -89,6 +89,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bridge_send_queue: int = 1024
     # How long answer events are kept (and re-read at start) so a reconnecting client can resume.
     bridge_resume_window_s: float = 300.0
+    # Quotas shared by every bridge through Redis (streams/bridge/quotas.py): open connections (WebSockets and API
+    # requests in flight) per API key and per tenant, and asks per second (sustained rate and burst) per key and
+    # per tenant. A bridge renews its connection leases; a crashed bridge's slots expire after the lease.
+    bridge_key_connections: int = 100
+    bridge_tenant_connections: int = 1000
+    bridge_key_rate: float = 10.0
+    bridge_key_burst: int = 20
+    bridge_tenant_rate: float = 50.0
+    bridge_tenant_burst: int = 100
+    bridge_quota_lease_s: float = 30.0
+    # A WebSocket that sends nothing and waits for no answer this long is closed (1000, "idle"); 0 = never.
+    bridge_idle_timeout_s: float = 600.0
     # Prometheus scrape endpoint of workers and bridges (0 = off).
     metrics_port: int = 0
 

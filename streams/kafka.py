@@ -33,6 +33,16 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, *, timeout_s:
             await asyncio.sleep(0.1)
 
 
+async def partition_count(consumer: AIOKafkaConsumer, topic: str) -> int:
+    """How many partitions ``topic`` has right now (0: it does not exist), from fresh cluster metadata.
+
+    ``consumer.partitions_for_topic`` reads the metadata the consumer already holds, which never includes a topic
+    it does not read; the full metadata request is what ``consumer.topics()`` makes, kept here with its partitions.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return len(cluster.partitions_for_topic(topic) or ())
+
+
 async def follow_from_end(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """Assign every partition of ``topic`` to a started consumer, positioned at the current end."""
     assigned = await topic_partitions(consumer, topic)

@@ -39,10 +39,14 @@ def python_docs() -> Path:
 def isolated_settings(data_dir: Path, **overrides: object) -> Settings:
     """A private stack for the tests: two partitions per topic keep rebalances quick."""
     # "model_that_does_not_exist" is offered to clients but served by nothing: how tests make a model fail.
-    return private_settings(
-        data_dir,
-        **{"topic_partitions": 2, "start_timeout_s": 180.0, "offered_models": "model_that_does_not_exist", **overrides},
-    )
+    # llm_echo streams the whole RAG prompt back: tests that need it uncut ask for more than the default 1024 tokens.
+    defaults: dict[str, object] = {
+        "topic_partitions": 2,
+        "start_timeout_s": 180.0,
+        "offered_models": "model_that_does_not_exist",
+        "max_answer_tokens": 4096,
+    }
+    return private_settings(data_dir, **{**defaults, **overrides})
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

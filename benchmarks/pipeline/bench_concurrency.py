@@ -86,10 +86,19 @@ class ConcurrencyConfig:
 def stack_overrides(config: ConcurrencyConfig) -> dict[str, object]:
     """Settings the private stack needs for this benchmark: room for every socket (the default 1000 would refuse a
     1000th client while earlier sockets are still closing), a second API key whose tenant has no documents, a long
-    request timeout, and the benchmark's ``retrieve_k``."""
+    request timeout, and the benchmark's ``retrieve_k``. Every client uses one API key, so the per-key and
+    per-tenant quotas are raised to the benchmark's size: it measures capacity, not the quotas (their test is
+    tests/streams/bridge/test_bridge_quotas.py)."""
+    room = max(1000, config.most_clients + 100)
     overrides: dict[str, object] = {
         "request_timeout_s": 300.0,
-        "bridge_max_connections": max(1000, config.most_clients + 100),
+        "bridge_max_connections": room,
+        "bridge_key_connections": room,
+        "bridge_tenant_connections": room,
+        "bridge_key_burst": room,
+        "bridge_tenant_burst": room,
+        "bridge_key_rate": float(room),
+        "bridge_tenant_rate": float(room),
         "api_keys": f"dev-key:default,{NO_DOCS_KEY}:nodocs",
         "bridge_instance": f"bench-{uuid.uuid4().hex[:6]}",
     }

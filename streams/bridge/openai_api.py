@@ -32,6 +32,8 @@ from aiohttp import web
 from infra.settings import Settings
 from schemas.events import QueryOptions
 from streams.bridge import protocol as proto
+from streams.bridge.auth import AmbiguousCredentials, Caller, authorization_header
+from streams.bridge.quotas import QuotaExceeded
 
 MODEL_AUTO = "ragstream"  # the model name that lets the router choose
 COMPLETIONS_PATH = "/v1/chat/completions"
@@ -43,11 +45,11 @@ class AnswerSource(Protocol):
 
     settings: Settings
 
-    def tenant_for(self, authorization: str, url: str) -> str | None: ...
+    def caller_for(self, authorization: str, url: str) -> Caller | None: ...
 
     def has_room(self) -> bool: ...
 
-    def answer(self, tenant: str, ask: proto.Ask) -> AsyncGenerator[proto.ServerMessage, None]: ...
+    def answer(self, caller: Caller, ask: proto.Ask) -> AsyncGenerator[proto.ServerMessage, None]: ...
 
 
 # --- request ---------------------------------------------------------------------------------------------------
@@ -274,16 +276,19 @@ async def _first_event(messages: AsyncIterator[proto.ServerMessage], completion:
     raise ApiError(502, "the answer stream ended without an answer", kind="server_error")
 
 
-def _authorized(source: AnswerSource, request: web.Request) -> str:
-    tenant = source.tenant_for(request.headers.get("Authorization", ""), str(request.rel_url))
-    if tenant is None:
+def _authorized(source: AnswerSource, request: web.Request) -> Caller:
+    try:
+        caller = source.caller_for(authorization_header(request.headers), str(request.rel_url))
+    except AmbiguousCredentials as exc:
+        raise ApiError(400, str(exc), kind="invalid_request_error") from None
+    if caller is None:
         raise ApiError(
             401,
             "missing or invalid API key (Authorization: Bearer <key>)",
             kind="invalid_request_error",
             code="invalid_api_key",
         )
-    return tenant
+    return caller
 
 
 def add_routes(app: web.Application, source: AnswerSource) -> None:
@@ -301,12 +306,12 @@ def add_routes(app: web.Application, source: AnswerSource) -> None:
 
     async def completions(request: web.Request) -> web.StreamResponse:
         try:
-            tenant = _authorized(source, request)
+            caller = _authorized(source, request)
             body = parse_request(await request.read())
             ask = ask_of(body)
             if not source.has_room():
                 raise ApiError(503, "too many connections", kind="server_error", code=proto.UNAVAILABLE)
-            messages = source.answer(tenant, ask)
+            messages = source.answer(caller, ask)
             try:
                 completion = _Completion(body.model)
                 first = await _first_event(messages, completion)
@@ -326,6 +331,8 @@ def add_routes(app: web.Application, source: AnswerSource) -> None:
                 return await _collect(messages, completion, first)
             finally:
                 await messages.aclose()  # early exit or a client that went away: the bridge cancels the request
+        except QuotaExceeded as exc:
+            return ApiError(429, exc.refusal.message, kind="rate_limit_error", code=proto.TOO_MANY_REQUESTS).response()
         except ApiError as exc:
             return exc.response()
 

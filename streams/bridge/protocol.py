@@ -98,6 +98,8 @@ class Error(msgspec.Struct, kw_only=True, tag_field="type", tag="error"):
     request_id: str | None = None
     id: ClientId = None
     stage: str = ""
+    # For ``too_many_requests``: seconds until a retry can be accepted.
+    retry_after_s: float | None = None
 
 
 ServerMessage = Accepted | Token | CitationMessage | Done | Error
@@ -108,6 +110,8 @@ TOO_MANY_REQUESTS = "too_many_requests"
 UNKNOWN_REQUEST = "unknown_request"
 UNAVAILABLE = "unavailable"
 TIMEOUT = "timeout"
+# To a connection whose request another connection resumed: the answer continues there, not here.
+RESUMED_ELSEWHERE = "resumed_elsewhere"
 
 _decoder: msgspec.json.Decoder[ClientMessage] = msgspec.json.Decoder(ClientMessage)
 _encoder = msgspec.json.Encoder()

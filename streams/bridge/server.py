@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import re
 import signal
@@ -32,7 +31,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -42,6 +40,7 @@ from aiokafka.errors import KafkaError
 
 from infra.kafka_admin import ensure_topics
 from infra.settings import Settings
+from processors.query.requests import request_problem
 from schemas.codec import DecodeError, EventDecoder, encode
 from schemas.events import (
     AnswerDone,
@@ -57,6 +56,9 @@ from schemas.topics import DAY_MS, Topic
 from streams import telemetry
 from streams.bridge import chat_page, openai_api
 from streams.bridge import protocol as proto
+from streams.bridge.auth import AmbiguousCredentials, Caller, KeyRing, authorization_header
+from streams.bridge.quotas import QuotaExceeded, Quotas
+from streams.configure import request_limits
 from streams.kafka import topic_partitions
 
 log = logging.getLogger(__name__)
@@ -77,27 +79,6 @@ def instance_id(settings: Settings) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:200]
 
 
-def parse_api_keys(spec: str) -> dict[str, str]:
-    """``key:tenant,key:tenant`` -> {key: tenant}; a malformed pair fails start-up rather than locking users out."""
-    keys: dict[str, str] = {}
-    for pair in filter(None, (part.strip() for part in spec.split(","))):
-        key, sep, tenant = pair.partition(":")
-        if not sep or not key or not tenant:
-            raise ValueError(f"api_keys: expected key:tenant, got {pair.split(':')[0][:4]}...")
-        keys[key] = tenant
-    return keys
-
-
-def request_api_key(authorization: str, url: str) -> str | None:
-    """The key from an ``Authorization: Bearer <key>`` header, else from ``?api_key=`` in the request URL (browsers
-    cannot set headers on a WebSocket)."""
-    scheme, _, value = authorization.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    values = parse_qs(urlsplit(url).query).get("api_key")
-    return values[0] if values else None
-
-
 CloseHook = Callable[[int, str], Awaitable[object]]
 
 
@@ -107,11 +88,15 @@ class _Client:
     outgoing queue. ``close`` ends the connection with a WebSocket close code and reason."""
 
     tenant: str
+    key: str
     queue: asyncio.Queue[proto.ServerMessage]
     close: CloseHook
+    resumable: bool = True
     requests: dict[str, _Request] = field(default_factory=dict)
     by_client_id: dict[str | int, str] = field(default_factory=dict)
     overflowed: bool = False
+    # When it last sent a message or had an answer in flight (the idle timeout counts from here).
+    active_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(eq=False)
@@ -135,7 +120,9 @@ class Bridge:
         self.settings = settings
         self.instance = instance or instance_id(settings)
         self.reply_topic = settings.bridge_reply_topic(self.instance)
-        self.api_keys = parse_api_keys(settings.api_keys)
+        self.keys = KeyRing(settings.api_keys)
+        self.limits = request_limits(settings)
+        self.quotas = Quotas(settings)
         self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
@@ -146,6 +133,7 @@ class Bridge:
         self._sending: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._stopping = False
+        self._reader: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -170,7 +158,7 @@ class Bridge:
         await self._producer.start()
         await self._consumer.start()
         await self._replay()
-        self._spawn(self._read())
+        self._reader = self._spawn(self._read())
         self._spawn(self._housekeep())
         runner = web.AppRunner(
             self.web_app(),
@@ -193,7 +181,7 @@ class Bridge:
         """Every route on the one port: health, the chat page, the OpenAI-compatible API, and WebSockets anywhere
         else (the README's ``ws://host:port`` has path ``/``, which the page shares: an upgrade header decides)."""
         app = web.Application(client_max_size=1 << 20)
-        app.router.add_get(HEALTH_PATH, _health)
+        app.router.add_get(HEALTH_PATH, self._health)
         openai_api.add_routes(app, self)
         chat_page.add_routes(app)
         app.router.add_get("/{path:.*}", self._websocket_or_page)
@@ -216,11 +204,31 @@ class Bridge:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._consumer.stop()
         await self._producer.stop()
+        await self.quotas.aclose()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def problem(self) -> str | None:
+        """Why this instance cannot serve answers (its reply reader stopped), or None: what ``/healthz`` reports,
+        so an orchestrator restarts a bridge that still accepts sockets but can no longer answer them."""
+        if self._stopping:
+            return "stopping"
+        if self._reader is None:
+            return "starting"
+        if self._reader.done():
+            failure = None if self._reader.cancelled() else self._reader.exception()
+            return f"reply reader stopped: {failure!r}" if failure else "reply reader stopped"
+        return None
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        problem = self.problem()
+        if problem is not None:
+            return web.Response(status=503, text=f"unhealthy: {problem}\n")
+        return web.Response(text="ok\n")
 
     async def _replay(self) -> None:
         """Assign the whole reply topic and read back the resume window before serving, so resumes find it."""
@@ -245,22 +253,33 @@ class Bridge:
 
     # -- Kafka -> sockets ---------------------------------------------------------------------------------------
     async def _read(self) -> None:
+        """Follow the reply topic for the life of the instance. A broker error is waited out (the consumer
+        reconnects by itself); a record that cannot be handled is skipped, never fatal."""
         while True:
-            batch = await self._consumer.getmany(timeout_ms=1000)
+            try:
+                batch = await self._consumer.getmany(timeout_ms=1000)
+            except KafkaError as exc:
+                log.warning("reading %s failed (%s); retrying", self.reply_topic, exc)
+                await asyncio.sleep(1.0)
+                continue
             for records in batch.values():
                 for record in records:
                     self._ingest(record.key, record.value)
 
     def _ingest(self, key: bytes | None, value: bytes | None) -> None:
-        """Record one reply-topic event and forward it to its subscriber. Never awaits: routing order is Kafka's."""
+        """Record one reply-topic event and forward it to its subscriber. Never awaits: routing order is Kafka's.
+        Anyone who may produce to the topic can write anything to it, so any failure is that record's problem."""
         if key is None or value is None:
             return
         try:
             event = _journal.decode(value)
-        except DecodeError as exc:
-            log.warning("undecodable event on %s: %s", self.reply_topic, exc)
+        except (DecodeError, RecursionError, ValueError, TypeError) as exc:
+            log.warning("undecodable event on %s (%d bytes): %.200s", self.reply_topic, len(value), exc)
             return
-        self._apply(key.decode(errors="replace"), event)
+        try:
+            self._apply(key.decode(errors="replace")[:256], event)
+        except Exception:
+            log.exception("event on %s could not be routed; skipped", self.reply_topic)
 
     def _apply(self, request_id: str, event: QueryRequest | AnswerEvent) -> None:
         entry = self._requests.get(request_id)
@@ -308,10 +327,22 @@ class Bridge:
             )
 
     async def _housekeep(self) -> None:
-        """Time out requests nobody answers (a client never hears silence) and forget ones past the window."""
+        """Time out requests nobody answers (a client never hears silence), forget ones past the window, close idle
+        sockets, and renew this instance's connection leases in the quota store."""
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            if now - renewed >= self.settings.bridge_quota_lease_s / 3:
+                renewed = now
+                self._spawn(self.quotas.renew())
+            idle_limit = self.settings.bridge_idle_timeout_s
+            for client in list(self._clients):
+                if client.requests:
+                    client.active_at = now
+                elif idle_limit > 0 and client.resumable and now - client.active_at > idle_limit:
+                    client.active_at = now  # one close is enough
+                    self._spawn(_closing(client.close(WSCloseCode.OK, "idle: reconnect when you need the bridge")))
             for entry in list(self._requests.values()):
                 idle = now - entry.touched
                 if entry.terminal is None and entry.subscriber is not None and idle > self.settings.request_timeout_s:
@@ -335,16 +366,8 @@ class Bridge:
             log.exception("could not send the cancellation of %s", request_id)
 
     # -- connections -> Kafka ----------------------------------------------------------------------------------
-    def tenant_for(self, authorization: str, url: str) -> str | None:
-        """The tenant of the offered API key (header or ``?api_key=``), or None for a missing or unknown key."""
-        offered = request_api_key(authorization, url)
-        if offered is None:
-            return None
-        tenant = None
-        for key, owner in self.api_keys.items():  # constant-time per key: no timing hints about valid keys
-            if hmac.compare_digest(key.encode(), offered.encode()):
-                tenant = owner
-        return tenant
+    def caller_for(self, authorization: str, url: str) -> Caller | None:
+        return self.keys.caller_for(authorization, url)
 
     def has_room(self) -> bool:
         """Below ``bridge_max_connections`` open WebSockets and API requests together."""
@@ -352,12 +375,17 @@ class Bridge:
 
     @contextlib.asynccontextmanager
     async def connection(
-        self, tenant: str, close: CloseHook, queue: asyncio.Queue[proto.ServerMessage], *, resumable: bool = True
+        self, caller: Caller, close: CloseHook, queue: asyncio.Queue[proto.ServerMessage], *, resumable: bool = True
     ) -> AsyncIterator[_Client]:
-        """Register a connection for its lifetime. On exit its unfinished requests are cancelled ("disconnect"),
-        except, for a ``resumable`` client, at a bridge shutdown or after a send-queue overflow: those clients come
-        back and resume."""
-        client = _Client(tenant, queue, close)
+        """Register a connection for its lifetime, in a slot of its key's and tenant's quota (raises
+        :class:`QuotaExceeded` before anything else when there is none). On exit its unfinished requests are
+        cancelled ("disconnect"), except, for a ``resumable`` client, at a bridge shutdown or after a send-queue
+        overflow: those clients come back and resume."""
+        slot = new_id()
+        refusal = await self.quotas.open(slot, caller.key, caller.tenant)
+        if refusal is not None:
+            raise QuotaExceeded(refusal)
+        client = _Client(caller.tenant, caller.key, queue, close, resumable=resumable)
         self._clients.add(client)
         connections_gauge.add(1)
         try:
@@ -365,6 +393,7 @@ class Bridge:
         finally:
             self._clients.discard(client)
             connections_gauge.add(-1)
+            self._send_later(self.quotas.close(slot))
             orphans = list(client.requests.values())
             for entry in orphans:
                 self._detach(entry)
@@ -372,7 +401,7 @@ class Bridge:
                 for entry in orphans:  # a task: this may run in a handler that is being cancelled
                     self._send_later(self._cancel(entry.request_id, "disconnect"))
 
-    async def answer(self, tenant: str, ask: proto.Ask) -> AsyncGenerator[proto.ServerMessage, None]:
+    async def answer(self, caller: Caller, ask: proto.Ask) -> AsyncGenerator[proto.ServerMessage, None]:
         """One request for a one-shot client (the OpenAI API): ``accepted``, then the answer's messages up to its
         ``done`` or ``error``. Closing the iterator early (the client went away) cancels the request."""
         # Unbounded: it holds one answer's messages, and a slow HTTP reader only delays its own answer.
@@ -381,7 +410,7 @@ class Bridge:
         async def close(_code: int, reason: str) -> None:
             queue.put_nowait(proto.Error(code=proto.UNAVAILABLE, message=reason, retryable=True))
 
-        async with self.connection(tenant, close, queue, resumable=False) as client:
+        async with self.connection(caller, close, queue, resumable=False) as client:
             await self.ask(client, ask)
             while True:
                 message = await queue.get()
@@ -396,27 +425,35 @@ class Bridge:
             if request.match_info["path"] == "":
                 return await chat_page.index(request)
             raise web.HTTPNotFound()
-        tenant = self.tenant_for(request.headers.get("Authorization", ""), str(request.rel_url))
-        if tenant is None:
+        try:
+            caller = self.caller_for(authorization_header(request.headers), str(request.rel_url))
+        except AmbiguousCredentials as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        if caller is None:
             raise web.HTTPUnauthorized(text="missing or invalid API key\n", headers={"WWW-Authenticate": "Bearer"})
         if not self.has_room():
             raise web.HTTPServiceUnavailable(text="too many connections\n")
         ws = web.WebSocketResponse(timeout=5.0, max_msg_size=1 << 20, heartbeat=20.0)
-        await ws.prepare(request)
 
         async def close(code: int, reason: str) -> None:
             # Bounded: a client that stopped reading cannot hold a shutdown; the transport is dropped instead.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(code=code, message=reason.encode()), 10.0)
 
-        async with self.connection(tenant, close, asyncio.Queue(self.settings.bridge_send_queue)) as client:
-            writer = asyncio.create_task(self._write(client, ws))
-            try:
-                async for frame in ws:
-                    if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                        await self._on_message(client, frame.data)
-            finally:
-                writer.cancel()
+        try:
+            async with self.connection(caller, close, asyncio.Queue(self.settings.bridge_send_queue)) as client:
+                await ws.prepare(request)
+                writer = asyncio.create_task(self._write(client, ws))
+                try:
+                    async for frame in ws:
+                        if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                            client.active_at = time.monotonic()
+                            await self._on_message(client, frame.data)
+                finally:
+                    writer.cancel()
+        except QuotaExceeded as exc:
+            retry = str(max(1, round(exc.refusal.retry_after_s)))
+            raise web.HTTPTooManyRequests(text=f"{exc.refusal.message}\n", headers={"Retry-After": retry}) from None
         return ws
 
     async def _write(self, client: _Client, ws: web.WebSocketResponse) -> None:
@@ -428,7 +465,10 @@ class Bridge:
         try:
             message = proto.decode_client(frame)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._push(client, proto.Error(code=proto.BAD_REQUEST, message=str(exc)))
+            self._push(client, proto.Error(code=proto.BAD_REQUEST, message=str(exc)[:500]))
+            return
+        except RecursionError:  # nesting deeper than the parser goes, in any field, known or not
+            self._push(client, proto.Error(code=proto.BAD_REQUEST, message="message is nested too deeply"))
             return
         if isinstance(message, proto.Ask):
             await self.ask(client, message)
@@ -470,6 +510,23 @@ class Bridge:
             options=ask.options,
             deadline=time.time() + self.settings.request_timeout_s,
         )
+        problem = request_problem(request, self.limits)  # the worker checks again: any producer can send requests
+        if problem is not None:
+            self._push(client, proto.Error(code=proto.BAD_REQUEST, message=problem, id=ask.id))
+            return
+        refusal = await self.quotas.take_request(client.key, client.tenant)
+        if refusal is not None:
+            self._push(
+                client,
+                proto.Error(
+                    code=proto.TOO_MANY_REQUESTS,
+                    message=refusal.message,
+                    retryable=True,
+                    retry_after_s=refusal.retry_after_s,
+                    id=ask.id,
+                ),
+            )
+            return
         request_id = request.request_id
         entry = self._requests[request_id] = _Request(request_id, time.monotonic(), client.tenant, ask.id)
         entry.subscriber = client
@@ -552,7 +609,18 @@ class Bridge:
             return
         if entry.terminal is None and entry.subscriber is not client and not self._room_for(client, None, request_id):
             return
-        self._detach(entry)  # a newer connection takes over from a stale one
+        previous = entry.subscriber
+        if previous is not None and previous is not client:  # a newer connection takes over from a stale one
+            self._push(
+                previous,
+                proto.Error(
+                    code=proto.RESUMED_ELSEWHERE,
+                    message="another connection resumed this request; its answer goes there now",
+                    request_id=request_id,
+                    id=entry.client_id,
+                ),
+            )
+        self._detach(entry)
         for delta in entry.deltas:
             if delta.seq > resume.after_seq:
                 self._push(client, proto.Token(request_id=request_id, seq=delta.seq, text=delta.text))
@@ -566,10 +634,6 @@ class Bridge:
 
 async def _closing(close: Awaitable[object]) -> None:
     await close
-
-
-async def _health(_request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
 
 
 async def serve_until_signalled(settings: Settings, stop_signals: Iterable[signal.Signals] = ()) -> None:

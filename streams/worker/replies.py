@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from infra.settings import Settings
 from schemas.events import ReplyTo
 from schemas.topics import Topic
+from streams.kafka import partition_count
 
 
 class InvalidReplyAddress(ValueError):
@@ -63,13 +64,10 @@ class ReplyAddresses:
         if now - self._looked_up.get(topic, float("-inf")) < self.refresh_s:
             return 0
         self._looked_up[topic] = now
-        consumer = await self._metadata()
-        if topic in await consumer.topics():  # refreshes the cluster metadata
-            count = len(consumer.partitions_for_topic(topic) or ())
-            if count:
-                self._partitions[topic] = count
-            return count
-        return 0
+        count = await partition_count(await self._metadata(), topic)
+        if count:
+            self._partitions[topic] = count
+        return count
 
     async def _metadata(self) -> AIOKafkaConsumer:
         if self._consumer is None:

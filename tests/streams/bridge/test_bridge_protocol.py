@@ -10,7 +10,8 @@ import pytest
 from infra.settings import Settings
 from schemas.events import AnswerDone, AnswerError, Citation, PromptRef, TokenDelta, Usage
 from streams.bridge import protocol as proto
-from streams.bridge.server import instance_id, parse_api_keys, request_api_key
+from streams.bridge.auth import parse_api_keys, request_api_key
+from streams.bridge.server import instance_id
 
 
 def test_client_messages_decode_with_defaults_and_unknown_option_fields_ignored() -> None:

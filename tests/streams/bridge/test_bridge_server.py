@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,13 @@ def bridge_settings(stack_settings: Settings, tenants: tuple[str, str], corpus: 
     """Keys of the two tenants that hold the test corpus, so questions retrieve sources and the model streams."""
     acme, globex = tenants
     return stack_settings.with_changes(
-        bridge_port=free_ports(1)[0], api_keys=f"{KEY}:{acme},{OTHER_KEY}:{globex}", bridge_instance=f"t{new_id()[:8]}"
+        bridge_port=free_ports(1)[0],
+        api_keys=f"{KEY}:{acme},{OTHER_KEY}:{globex}",
+        bridge_instance=f"t{new_id()[:8]}",
+        # These tests open 200 sockets with one key at once; the quotas have their own tests.
+        bridge_key_connections=1000,
+        bridge_key_burst=1000,
+        bridge_key_rate=1000.0,
     )
 
 
@@ -164,6 +171,73 @@ async def test_bad_messages_get_error_messages_and_the_connection_stays_usable(b
         assert json.loads(await ws.recv())["code"] == "unknown_request"
         request_id = await ask(ws, question_of(8))
         assert_complete_answer(await receive_until_end(ws), request_id)
+
+
+async def test_deep_nesting_and_unserveable_options_are_bad_requests_on_a_usable_connection(
+    bridge: BridgeProcess,
+) -> None:
+    async with client(bridge.url) as ws:
+        await ws.send('{"type":"ask","question":"q","extra":' + "[" * 1000 + "]" * 1000 + "}")
+        assert json.loads(await ws.recv())["code"] == "bad_request"
+        for options, field in (({"max_tokens": 2**40}, "max_tokens"), ({"model": "embedder"}, "options.model")):
+            await ws.send(json.dumps({"type": "ask", "id": field, "question": "q", "options": options}))
+            error = json.loads(await ws.recv())
+            assert (error["type"], error["code"], error["id"]) == ("error", "bad_request", field)
+            assert field in error["message"]
+        request_id = await ask(ws, question_of(8))
+        assert_complete_answer(await receive_until_end(ws), request_id)
+
+
+async def test_two_authorization_headers_are_a_400_not_a_server_error(bridge: BridgeProcess) -> None:
+    headers = [("Authorization", f"Bearer {KEY}"), ("Authorization", "Bearer other")]
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(bridge.url, additional_headers=headers):
+            pass
+    assert refused.value.response.status_code == 400
+    assert b"one Authorization header" in refused.value.response.body
+
+
+async def test_a_resume_from_a_second_socket_tells_the_first_where_its_answer_went(bridge: BridgeProcess) -> None:
+    async with client(bridge.url) as first, client(bridge.url) as second:
+        request_id = await ask(first, question_of(200), client_id="mine", max_tokens=200)
+        await second.send(json.dumps({"type": "resume", "request_id": request_id, "after_seq": -1}))
+        notice = None
+        async with asyncio.timeout(30):
+            async for frame in first:
+                message = json.loads(frame)
+                if message["type"] == "error":
+                    notice = message
+                    break
+        assert notice is not None and notice["code"] == "resumed_elsewhere" and notice["request_id"] == request_id
+        assert_complete_answer(await receive_until_end(second), request_id)
+
+
+async def test_poison_on_the_reply_topic_leaves_the_bridge_answering_and_healthy(
+    bridge: BridgeProcess, bridge_settings: Settings
+) -> None:
+    """Anything a producer can write to the reply topic (garbage, deep nesting, a wrong event type, no key)."""
+    topic = bridge_settings.bridge_reply_topic(bridge_settings.bridge_instance)
+    nested = b"\x91" * 5000 + b"\xc0"  # a msgpack array nested 5000 deep
+    poison = [
+        (b"k1", b"\x00garbage"),
+        (b"k2", nested),
+        (b"k3", encode(CancelRequest(request_id="k3", reason="not an answer event"))),
+        (None, b"no key"),
+        (b"\xff" * 300, encode(TokenDelta(request_id="x", seq=0, text="orphan"))),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=bridge_settings.kafka_servers)
+    await producer.start()
+    try:
+        for key, value in poison:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+    async with client(bridge.url) as ws:
+        request_id = await ask(ws, question_of(8))
+        assert_complete_answer(await receive_until_end(ws), request_id)
+    health = f"http://127.0.0.1:{bridge_settings.bridge_port}/healthz"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(health, timeout=5).read())
+    assert body == b"ok\n"
 
 
 async def test_200_concurrent_clients_each_get_their_own_complete_answer(bridge: BridgeProcess) -> None:
