@@ -46,7 +46,7 @@ def free_ports(count: int) -> list[int]:
 
 def private_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings for a private stack (tests, benchmarks): its own data dir and free ports, the shared cache."""
-    ports = free_ports(8)
+    ports = free_ports(12)
     values: dict[str, object] = {
         "data_dir": str(data_dir),
         "kafka_port": ports[0],
@@ -57,6 +57,10 @@ def private_settings(data_dir: Path, **overrides: object) -> Settings:
         "triton_grpc_port": ports[5],
         "worker_web_port": ports[6],
         "bridge_port": ports[7],
+        "triton_metrics_port": ports[8],
+        "metrics_port": ports[9],
+        "bridge_metrics_port": ports[10],
+        "prometheus_port": ports[11],
     }
     values.update(overrides)
     return Settings.from_env({k: v for k, v in os.environ.items() if k in _PRIVATE_PASSTHROUGH}, **values)

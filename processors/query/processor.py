@@ -33,6 +33,7 @@ from processors.protocols import (
 from processors.query.context import Context, build_context
 from processors.query.deltas import DeltaBatcher
 from processors.query.requests import RequestLimits, request_problem
+from processors.telemetry import cache_lookups, count_verdict, reason_kinds, step
 from schemas.events import (
     AnswerDone,
     AnswerError,
@@ -152,9 +153,11 @@ class QueryProcessor:
         policy = self.policy_for(request.tenant)
         self._admit(request, "prepare")
 
-        started = time.perf_counter()
-        screened = await self.guard.check(request.question, policy)
-        timings["input_guard"] = _ms(started)
+        with step("input_guard", timings) as span:
+            screened = await self.guard.check(request.question, policy)
+            span.set_attributes({"ragstream.guard.action": screened.verdict.action,
+                                 "ragstream.guard.kinds": sorted(reason_kinds(screened.verdict.reasons))})  # fmt: skip
+        count_verdict("input", screened.verdict)
         if screened.blocked:
             error = AnswerError(
                 request_id=request.request_id,
@@ -165,9 +168,8 @@ class QueryProcessor:
             raise _Answered(error)
         question = screened.text
 
-        started = time.perf_counter()
-        vector = (await self.embedder.embed([question]))[0]
-        timings["embed"] = _ms(started)
+        with step("embed", timings):
+            vector = (await self.embedder.embed([question]))[0]
 
         # The prompt version is part of the cache key: a new template must not serve answers of the old one.
         context_probe = Context(text="", sources=[], tokens=0)
@@ -177,9 +179,10 @@ class QueryProcessor:
             raise _Answered(_bad_request(request, str(exc))) from None
         prompt_key = f"{prompt_ref.name}:{prompt_ref.version}"
         if self.cache is not None and self.config.cache and request.options.use_cache:
-            started = time.perf_counter()
-            hit = await self.cache.lookup(request.tenant, prompt_key, question, vector)
-            timings["cache_lookup"] = _ms(started)
+            with step("cache_lookup", timings) as span:
+                hit = await self.cache.lookup(request.tenant, prompt_key, question, vector)
+                span.set_attribute("ragstream.cache.hit", hit is not None)
+            cache_lookups.add(1, {"result": "miss" if hit is None else "hit"})
             if hit is not None:
                 cached = hit.answer
                 raise _Answered(
@@ -198,14 +201,16 @@ class QueryProcessor:
                 )
 
         self._admit(request, "retrieve")
-        started = time.perf_counter()
-        candidates = await self.search.search(
-            request.tenant, question, vector.tolist(), self.config.retrieve_k, self.config.search_mode
-        )
-        timings["retrieve"] = _ms(started)
-        started = time.perf_counter()
-        passages = await self.reranker.rerank(question, candidates, self.config.rerank_k) if candidates else []
-        timings["rerank"] = _ms(started)
+        with step("retrieve", timings) as span:
+            candidates = await self.search.search(
+                request.tenant, question, vector.tolist(), self.config.retrieve_k, self.config.search_mode
+            )
+            span.set_attributes({"ragstream.retrieve.mode": self.config.search_mode,
+                                 "ragstream.retrieve.candidates": len(candidates)})  # fmt: skip
+        with step("rerank", timings) as span:
+            passages = await self.reranker.rerank(question, candidates, self.config.rerank_k) if candidates else []
+            top = max((p.score for p in passages), default=0.0)
+            span.set_attributes({"ragstream.rerank.passages": len(passages), "ragstream.rerank.top_score": top})
         relevant = [p for p in passages if p.score >= self.config.min_relevance]
         if not relevant:
             raise _Answered(
@@ -220,10 +225,18 @@ class QueryProcessor:
                 )
             )
 
-        started = time.perf_counter()
-        context = build_context(relevant, max_tokens=self.config.context_tokens, max_sources=self.config.rerank_k)
-        prompt, prompt_ref = self.prompts.render_rag(question, context, request.options.prompt_version)
-        model = self.chooser.choose(question, context.sources, request.tenant, request.options.model)
+        started = time.perf_counter()  # "prompt" in timings_ms: context, prompt and route together
+        with step("context") as span:
+            context = build_context(relevant, max_tokens=self.config.context_tokens, max_sources=self.config.rerank_k)
+            span.set_attributes({"ragstream.context.sources": len(context.sources),
+                                 "ragstream.context.tokens": context.tokens})  # fmt: skip
+        with step("prompt") as span:
+            prompt, prompt_ref = self.prompts.render_rag(question, context, request.options.prompt_version)
+            span.set_attributes({"ragstream.prompt.name": prompt_ref.name,
+                                 "ragstream.prompt.version": prompt_ref.version})  # fmt: skip
+        with step("route") as span:
+            model = self.chooser.choose(question, context.sources, request.tenant, request.options.model)
+            span.set_attribute("gen_ai.request.model", model)
         timings["prompt"] = _ms(started)
         return Prepared(
             prompted=PromptedQuery(
@@ -259,6 +272,7 @@ class QueryProcessor:
         )
         stats = StreamStats(model=prompted.model, started=time.monotonic())
         seq = 0
+        guard_busy_s = 0.0  # the streaming output guard's own time, between the model's pieces
         finish: Literal["stop", "length", "cancelled", "refused", "blocked"] = "stop"
         # The rendered template is the user turn; each model gets it in its own chat format, and a failure before
         # the first token falls back to the next model.
@@ -269,7 +283,9 @@ class QueryProcessor:
         pieces = generator.generate(prompted.prompt, params, request_id=request.request_id, stats=stats)
         try:
             async for piece in pieces:
+                pushed = time.perf_counter()
                 safe = guard.push(piece)  # may hold back the start of what could become a PII entity
+                guard_busy_s += time.perf_counter() - pushed
                 ready = batcher.add(safe) if safe else None
                 if ready is not None:
                     yield TokenDelta(request_id=request.request_id, seq=seq, text=ready[0], tokens=ready[1])
@@ -282,13 +298,17 @@ class QueryProcessor:
                     break
         finally:
             await pieces.aclose()
-        tail = guard.finish()
+        with step("output_guard") as span:  # its final checks; the streaming part's time is an attribute
+            tail = guard.finish()
+            report = guard.report()
+            span.set_attributes({"ragstream.guard.action": report.verdict.action,
+                                 "ragstream.guard.kinds": sorted(reason_kinds(report.verdict.reasons)),
+                                 "ragstream.output_guard.streaming_ms": guard_busy_s * 1000.0})  # fmt: skip
         rest = batcher.flush()
         text_rest = (rest[0] if rest else "") + tail
         if text_rest:
             yield TokenDelta(request_id=request.request_id, seq=seq, text=text_rest, tokens=rest[1] if rest else 0)
             seq += 1
-        report = guard.report()
         if report.refused:
             finish = "refused"
         elif finish == "stop" and stats.chunks >= params.max_tokens:
@@ -301,6 +321,7 @@ class QueryProcessor:
             citations = attributed_citations(report.sentences, prompted.passages)
             if citations:
                 verdict = msgspec.structs.replace(verdict, reasons=[*verdict.reasons, "citations_attributed"])
+        count_verdict("output", verdict)
         timings = dict(prompted.timings_ms)
         if stats.ttft_s is not None:
             timings["ttft_model"] = stats.ttft_s * 1000.0

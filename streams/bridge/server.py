@@ -33,6 +33,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -52,15 +54,11 @@ from schemas.events import (
     new_id,
 )
 from schemas.topics import DAY_MS, Topic
-from streams import telemetry
+from streams import metrics, telemetry
 from streams.bridge import protocol as proto
 from streams.kafka import topic_partitions
 
 log = logging.getLogger(__name__)
-
-connections_gauge = telemetry.meter.create_up_down_counter(
-    "ragstream_bridge_connections", description="Open WebSocket connections per bridge"
-)
 
 HEALTH_PATH = "/healthz"
 _journal: EventDecoder[QueryRequest | AnswerEvent] = EventDecoder(QueryRequest | AnswerEvent)
@@ -117,6 +115,7 @@ class _Request:
     next_seq: int = 0
     terminal: AnswerDone | AnswerError | None = None
     subscriber: _Client | None = None
+    asked_at: float | None = None  # set by this instance's ask until its first answer message (metrics)
 
 
 class Bridge:
@@ -136,6 +135,11 @@ class Bridge:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self._stopping = False
+
+    @property
+    def serving(self) -> bool:
+        """Accepting sockets (its reply topic replayed) and not shutting down: the readiness probe's answer."""
+        return self._server is not None and not self._stopping
 
     @property
     def port(self) -> int:
@@ -246,6 +250,9 @@ class Bridge:
         if isinstance(event, TokenDelta):
             if event.seq < entry.next_seq:
                 return  # at-least-once delivery: already seen
+            if entry.asked_at is not None:
+                metrics.bridge_first_token.record(time.monotonic() - entry.asked_at)
+                entry.asked_at = None
             entry.deltas.append(event)
             entry.next_seq = event.seq + 1
         else:
@@ -268,10 +275,12 @@ class Bridge:
     def _push(self, client: _Client, message: proto.ServerMessage) -> None:
         """Queue without waiting; a full queue means the client is too slow, and only that client pays."""
         if client.overflowed:
+            metrics.bridge_send_queue_drops.add(1)
             return
         try:
             client.queue.put_nowait(proto.encode_server(message))
         except asyncio.QueueFull:
+            metrics.bridge_send_queue_drops.add(1)
             client.overflowed = True
             log.warning("client of tenant %s too slow (%d queued); closing", client.tenant, client.queue.qsize())
             self._spawn(client.ws.close(CloseCode.TRY_AGAIN_LATER, "send queue overflow: reconnect and resume"))
@@ -289,6 +298,7 @@ class Bridge:
                         request_id=entry.request_id, code=proto.TIMEOUT, message=message, stage="bridge", retryable=True
                     )
                     self._apply(entry.request_id, error)
+                    metrics.bridge_timeouts.add(1)
                     await self._cancel(entry.request_id, "timeout")
                 elif entry.subscriber is None and idle > self.settings.bridge_resume_window_s:
                     del self._requests[entry.request_id]
@@ -333,7 +343,7 @@ class Bridge:
             return
         client = _Client(ws, tenant, asyncio.Queue(self.settings.bridge_send_queue))
         self._clients.add(client)
-        connections_gauge.add(1)
+        metrics.bridge_connections.add(1)
         writer = asyncio.create_task(self._write(client))
         try:
             async for frame in ws:
@@ -342,7 +352,7 @@ class Bridge:
             pass
         finally:
             self._clients.discard(client)
-            connections_gauge.add(-1)
+            metrics.bridge_connections.add(-1)
             writer.cancel()
             orphans = list(client.requests.values())
             for entry in orphans:
@@ -403,6 +413,7 @@ class Bridge:
         )
         request_id = request.request_id
         entry = self._requests[request_id] = _Request(request_id, time.monotonic(), client.tenant, ask.id)
+        entry.asked_at = entry.touched
         entry.subscriber = client
         client.requests[request_id] = entry
         if ask.id is not None:
@@ -410,9 +421,12 @@ class Bridge:
         self._push(client, proto.Accepted(id=ask.id, request_id=request_id))
         key = request_id.encode()
         value = encode(request)
-        with telemetry.tracer.start_as_current_span("bridge ask") as span:
-            span.set_attribute("ragstream.request_id", request_id)
-            span.set_attribute("ragstream.tenant", client.tenant)
+        # Each question is a new trace: its context rides in the Kafka headers through every stage of the worker.
+        with telemetry.tracer.start_as_current_span("bridge ask", context=Context(), kind=SpanKind.PRODUCER) as span:
+            span.set_attributes({"ragstream.request_id": request_id, "ragstream.tenant": client.tenant,
+                                 "messaging.system": "kafka",
+                                 "messaging.destination.name": self.settings.topic(Topic.QUERIES)})  # fmt: skip
+            metrics.bridge_asks.add(1)
             headers = [*telemetry.headers_from_context().items(), ("ragstream-kind", b"query.request")]
             try:
                 # The journal copy and the request go out in one batch; the journal makes the request resumable.
@@ -481,6 +495,7 @@ class Bridge:
 async def serve_until_signalled(settings: Settings, stop_signals: Iterable[signal.Signals] = ()) -> None:
     """Run one bridge until SIGTERM/SIGINT, then shut down gracefully."""
     bridge = Bridge(settings)
+    endpoints = telemetry.serve_endpoints(settings.host, settings.bridge_metrics_port, lambda: bridge.serving)
     await bridge.start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -491,6 +506,8 @@ async def serve_until_signalled(settings: Settings, stop_signals: Iterable[signa
     finally:
         log.info("bridge %s shutting down", bridge.instance)
         await bridge.stop()
+        if endpoints is not None:
+            endpoints.stop()
 
 
 def run_bridge(settings: Settings) -> None:
@@ -498,4 +515,7 @@ def run_bridge(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)  # not a line per health check
     telemetry.configure(settings, "ragstream-bridge")
-    asyncio.run(serve_until_signalled(settings, (signal.SIGTERM, signal.SIGINT)))
+    try:
+        asyncio.run(serve_until_signalled(settings, (signal.SIGTERM, signal.SIGINT)))
+    finally:
+        telemetry.shutdown()
