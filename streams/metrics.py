@@ -15,7 +15,7 @@ from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from processors.telemetry import bounded_label
+from processors.telemetry import bounded_label, cache_lookups
 from schemas.events import AnswerDone, AnswerError
 from streams.telemetry import meter
 
@@ -97,6 +97,14 @@ def start_counting(topics: Iterable[str]) -> None:
     for status in ("indexed", "unchanged", "deleted", "failed"):
         ingest_documents.add(0, {"status": status})
     ingest_chunks.add(0)
+    for result in ("hit", "miss"):
+        cache_lookups.add(0, {"result": result})
+
+
+def start_counting_bridge() -> None:
+    """The bridge's counters at 0 from the start (see :func:`start_counting`)."""
+    for counter in (bridge_connections, bridge_asks, bridge_send_queue_drops, bridge_timeouts):
+        counter.add(0)
 
 
 class ConsumerLag:

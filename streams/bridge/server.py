@@ -496,6 +496,7 @@ async def serve_until_signalled(settings: Settings, stop_signals: Iterable[signa
     """Run one bridge until SIGTERM/SIGINT, then shut down gracefully."""
     bridge = Bridge(settings)
     endpoints = telemetry.serve_endpoints(settings.host, settings.bridge_metrics_port, lambda: bridge.serving)
+    metrics.start_counting_bridge()
     await bridge.start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -24,14 +24,17 @@ cli.add_typer(eval_cli, name="eval")
 
 ServiceNames = Annotated[
     list[str] | None,
-    typer.Argument(help="Services: kafka, redis, milvus, triton (the default set for up) and worker."),
+    typer.Argument(
+        help="Services: kafka, redis, milvus, triton (the default set for up), worker, bridge, and observability "
+        "(a Prometheus scraping the worker, the bridge and Triton)."
+    ),
 ]
 
 
 def _print_status(rows: list[tuple[str, str, str, str, str]]) -> None:
-    typer.echo(f"{'SERVICE':<8} {'STATE':<10} {'PID':<8} {'ADDRESS':<28} DETAIL")
+    typer.echo(f"{'SERVICE':<10} {'STATE':<10} {'PID':<8} {'ADDRESS':<28} DETAIL")
     for name, state, pid, address, detail in rows:
-        typer.echo(f"{name:<8} {state:<10} {pid:<8} {address:<28} {detail}")
+        typer.echo(f"{name:<10} {state:<10} {pid:<8} {address:<28} {detail}")
 
 
 @cli.command()
@@ -54,7 +57,7 @@ def down(services: ServiceNames = None) -> None:
     from infra.stack import Stack
 
     for name, stopped in Stack(settings_or_exit()).down(services or []):
-        typer.echo(f"{name:<8} {'stopped' if stopped else 'was not running'}")
+        typer.echo(f"{name:<10} {'stopped' if stopped else 'was not running'}")
 
 
 @cli.command()
