@@ -24,6 +24,7 @@ from websockets.asyncio.client import connect
 from infra.settings import Settings
 from infra.stack import Stack, private_settings
 from streams.clients import ingest as ingest_client
+from tests.span_receiver import SpanReceiver
 
 PYTHON_DOCS = Path("/usr/share/doc/python3.11/html")
 
@@ -51,8 +52,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return isolated_settings(tmp_path_factory.mktemp("stack"))
+def span_receiver() -> Iterator[SpanReceiver]:
+    """Where the test stack's worker and bridges export their spans (OTLP/gRPC), as they would to a collector."""
+    receiver = SpanReceiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory, span_receiver: SpanReceiver) -> Settings:
+    return isolated_settings(tmp_path_factory.mktemp("stack"), otlp_endpoint=span_receiver.endpoint)
 
 
 @pytest.fixture(scope="session")
