@@ -65,6 +65,8 @@ bridge_timeouts = meter.create_counter(
 )
 
 OUTCOMES = ("done", "cached", "refused", "blocked", "cancelled", "error")
+# The error codes the worker itself answers with (stage failures may add their own).
+ERROR_CODES = ("bad_request", "stage_failed", "timeout")
 
 
 def outcome_of(event: Any) -> tuple[str, str] | None:
@@ -90,8 +92,8 @@ def start_counting(topics: Iterable[str]) -> None:
     """Show every outcome, document status and dead-letter source topic at 0 from the start: a rate needs a sample
     before the first increment, and an on-call panel needs a series on a quiet day too."""
     for outcome in OUTCOMES:
-        if outcome != "error":
-            requests.add(0, {"outcome": outcome, "code": ""})
+        for code in ERROR_CODES if outcome == "error" else ("",):
+            requests.add(0, {"outcome": outcome, "code": code})
     for topic in topics:
         dead_letters.add(0, {"topic": topic})
     for status in ("indexed", "unchanged", "deleted", "failed"):

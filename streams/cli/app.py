@@ -73,6 +73,34 @@ def status(services: ServiceNames = None) -> None:
 
 
 @cli.command()
+def metrics(
+    plot: Annotated[
+        str | None, typer.Option(help="Also draw the key dashboard panels over the last --minutes into this PNG.")
+    ] = None,
+    minutes: Annotated[float, typer.Option(help="How far back the plot reaches.")] = 15.0,
+    window: Annotated[str, typer.Option(help="Rate window standing in for Grafana's $__rate_interval.")] = "1m",
+) -> None:
+    """The Grafana dashboard's on-call row, from the local Prometheus (`ragstream up observability`)."""
+    from pathlib import Path
+
+    from streams.clients.prometheus import PrometheusError, PrometheusQueries, oncall_row, plot_panels
+
+    settings = settings_or_exit()
+    queries = PrometheusQueries.local(settings)
+    try:
+        for title, value in oncall_row(queries, window=window):
+            typer.echo(f"{title:<28} {value}")
+        if plot:
+            step = max(settings.prometheus_scrape_interval_s, minutes * 60 / 300)
+            title = f"ragstream, last {minutes:g} min (Prometheus {queries.base_url}, {window} rate window)"
+            written = plot_panels(queries, Path(plot), minutes=minutes, window=window, step_s=step, title=title)
+            typer.echo(f"wrote {written}")
+    except PrometheusError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@cli.command()
 def worker(
     concurrency: Annotated[int, typer.Option(help="Concurrent generations per worker.")] = 32,
 ) -> None:
