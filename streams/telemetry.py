@@ -28,9 +28,10 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("ragstream")
 meter = metrics.get_meter("ragstream")
 
-# Bucket boundaries for latencies in seconds (10 ms .. 60 s) and for decode speeds in tokens per second. The SDK's
-# default boundaries (0 .. 10 000) would put every TTFT in one bucket.
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Bucket boundaries for latencies in seconds (5 ms .. 5 min, so that an overloaded stage does not pin its p95 to
+# the top bucket) and for decode speeds in tokens per second. The SDK's defaults (0 .. 10 000) would put every TTFT
+# in one bucket.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
 
 HEALTH_PATH = "/healthz"

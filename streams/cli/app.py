@@ -79,8 +79,12 @@ def metrics(
     ] = None,
     minutes: Annotated[float, typer.Option(help="How far back the plot reaches.")] = 15.0,
     window: Annotated[str, typer.Option(help="Rate window standing in for Grafana's $__rate_interval.")] = "1m",
+    end: Annotated[
+        str | None, typer.Option(help="The plot ends here (ISO 8601, e.g. a benchmark's end); default: now.")
+    ] = None,
 ) -> None:
     """The Grafana dashboard's on-call row, from the local Prometheus (`ragstream up observability`)."""
+    from datetime import UTC, datetime
     from pathlib import Path
 
     from streams.clients.prometheus import PrometheusError, PrometheusQueries, oncall_row, plot_panels
@@ -91,9 +95,12 @@ def metrics(
         for title, value in oncall_row(queries, window=window):
             typer.echo(f"{title:<28} {value}")
         if plot:
+            until = datetime.fromisoformat(end) if end else datetime.now(UTC)
+            until = until if until.tzinfo else until.replace(tzinfo=UTC)
             step = max(settings.prometheus_scrape_interval_s, minutes * 60 / 300)
-            title = f"ragstream, last {minutes:g} min (Prometheus {queries.base_url}, {window} rate window)"
-            written = plot_panels(queries, Path(plot), minutes=minutes, window=window, step_s=step, title=title)
+            title = f"ragstream: {minutes:g} min to {until:%Y-%m-%d %H:%M} UTC ({window} rate window)"
+            written = plot_panels(queries, Path(plot), minutes=minutes, window=window, step_s=step, title=title,
+                                  end=until.timestamp())  # fmt: skip
             typer.echo(f"wrote {written}")
     except PrometheusError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -99,9 +99,9 @@ class PrometheusQueries:
         return [(dict(r["metric"]), float(r["value"][1])) for r in self._get("/api/v1/query", {"query": expr})]
 
     def series(
-        self, expr: str, *, minutes: float, step_s: float
+        self, expr: str, *, minutes: float, step_s: float, end: float | None = None
     ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
-        end = time.time()
+        end = time.time() if end is None else end
         params = {"query": expr, "start": f"{end - minutes * 60:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"}
         return [
             (dict(r["metric"]), [(float(t), float(v)) for t, v in r["values"] if not math.isnan(float(v))])
@@ -137,9 +137,17 @@ def oncall_row(queries: PrometheusQueries, *, window: str) -> list[tuple[str, st
 
 
 def plot_panels(
-    queries: PrometheusQueries, path: Path, *, minutes: float, window: str, step_s: float, title: str
+    queries: PrometheusQueries,
+    path: Path,
+    *,
+    minutes: float,
+    window: str,
+    step_s: float,
+    title: str,
+    end: float | None = None,
 ) -> Path:
-    """The :data:`PLOTTED` panels over the last ``minutes``, one small chart each (needs the ``report`` extra)."""
+    """The :data:`PLOTTED` panels over the ``minutes`` before ``end`` (default now), one small chart each (needs
+    the ``report`` extra)."""
     from processors.reporting.figures import time_series_grid
 
     by_title = {panel.title: panel for panel in dashboard_panels()}
@@ -149,7 +157,7 @@ def plot_panels(
         series = {
             legend(fmt, labels): points
             for expr, fmt in panel.targets
-            for labels, points in queries.series(promql(expr, window=window), minutes=minutes, step_s=step_s)
+            for labels, points in queries.series(promql(expr, window=window), minutes=minutes, step_s=step_s, end=end)
         }
         drawn.append((name, panel.unit.replace("percentunit", "ratio"), series))
     return time_series_grid(path, drawn, title=title)
