@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 from types import ModuleType
 
 import pytest
 
 from infra.settings import REPO_ROOT
+from tests.conftest import deploy_validate
 
 
 @pytest.fixture(scope="module")
 def validate() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_validate", REPO_ROOT / "infra" / "deploy" / "validate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return deploy_validate()
 
 
 def test_the_deployment_files_pass_their_static_checks(validate: ModuleType) -> None:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import math
 import time
@@ -20,18 +19,17 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from infra.services.prometheus import Prometheus
-from infra.settings import REPO_ROOT, Settings
+from infra.settings import Settings
 from infra.stack import free_ports
 from schemas.events import new_id
 from schemas.topics import Topic
-from tests.conftest import KEY, QUESTION, BridgeProcess, WorkerProcess, client, ingest_folder
+from tests.conftest import KEY, QUESTION, BridgeProcess, WorkerProcess, client, deploy_validate, ingest_folder
 from tests.span_receiver import ReceivedSpan, SpanReceiver
 
 ECHO = {"model": "llm_echo"}
@@ -43,14 +41,6 @@ PII_QUESTION = (
 )
 PII_PIECES = ("Quartermaine", "jolene.q", "example.net", "555-0199")
 QUERY_STEPS = ("input_guard", "embed", "cache_lookup", "retrieve", "rerank", "context", "prompt", "route")
-
-
-def deploy_validate() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_validate", REPO_ROOT / "infra" / "deploy" / "validate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def get(url: str, timeout_s: float = 5.0) -> tuple[int, str]:
