@@ -47,8 +47,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     triton_http_port: int = 18000
     triton_grpc_port: int = 18001
+    # Triton's own Prometheus endpoint (queue and compute time per model); scraped by the observability part.
     triton_metrics_port: int = 18002
-    triton_metrics: bool = False
+    triton_metrics: bool = True
     triton_grpc_url: str = ""
     # Model repository served by the local Triton; production points Triton at triton_models/production.
     triton_model_repository: str = ""
@@ -101,8 +102,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     bridge_quota_lease_s: float = 30.0
     # A WebSocket that sends nothing and waits for no answer this long is closed (1000, "idle"); 0 = never.
     bridge_idle_timeout_s: float = 600.0
-    # Prometheus scrape endpoint of workers and bridges (0 = off).
-    metrics_port: int = 0
+    # Prometheus /metrics, /healthz and /readyz of the worker and of the bridge (0 = off). Distinct ports, since
+    # both may run on one host; a container serves either on 9464 (infra/deploy).
+    metrics_port: int = 9464
+    bridge_metrics_port: int = 9465
 
     # Query path.
     retrieve_k: int = 20
@@ -120,8 +123,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Guardrail policies as JSON: {"default": {...}, "tenants": {"acme": {...}}} (processors/guardrails/policy.py).
     guard_policies: str = ""
 
+    # OTLP/gRPC collector for traces (e.g. http://otel-collector:4317); "" = no export.
     otlp_endpoint: str = ""
+    # Also push metrics there. Off by default: Prometheus pulls /metrics, and both at once would double each series.
+    otlp_metrics: bool = False
     log_level: str = "info"
+
+    # The local Prometheus server of the observability part (`ragstream up observability`).
+    prometheus_port: int = 19090
+    prometheus_scrape_interval_s: float = 5.0
+    prometheus_retention: str = "7d"
 
     # Default generation model and limits.
     llm_model: str = "llm_small"

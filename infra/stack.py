@@ -18,6 +18,7 @@ from infra.services._process import Service, ServiceError, Status
 from infra.services.bridge import BridgeService
 from infra.services.kafka import Kafka
 from infra.services.milvus import Milvus
+from infra.services.prometheus import Prometheus
 from infra.services.redis import Redis
 from infra.services.triton import Triton
 from infra.services.worker import WorkerService
@@ -27,6 +28,9 @@ __all__ = ["ServiceError", "Stack", "Status", "free_ports", "private_settings"]
 
 
 INFRASTRUCTURE = ("kafka", "redis", "milvus", "triton")
+# Names that stand for several services. Observability is off by default: `ragstream up observability` starts a
+# Prometheus that scrapes the worker, the bridge and Triton (infra/services/prometheus.py).
+PARTS: dict[str, tuple[str, ...]] = {"observability": ("prometheus",)}
 
 # Settings a private stack inherits from the caller's environment: where artifacts are cached, and the models.
 _PRIVATE_PASSTHROUGH = ("RAGSTREAM_CACHE_DIR", "RAGSTREAM_TRITON_LOAD_MODELS", "RAGSTREAM_TRITON_PYTHON_ENV")
@@ -46,7 +50,7 @@ def free_ports(count: int) -> list[int]:
 
 def private_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings for a private stack (tests, benchmarks): its own data dir and free ports, the shared cache."""
-    ports = free_ports(8)
+    ports = free_ports(12)
     values: dict[str, object] = {
         "data_dir": str(data_dir),
         "kafka_port": ports[0],
@@ -57,13 +61,18 @@ def private_settings(data_dir: Path, **overrides: object) -> Settings:
         "triton_grpc_port": ports[5],
         "worker_web_port": ports[6],
         "bridge_port": ports[7],
+        "triton_metrics_port": ports[8],
+        "metrics_port": ports[9],
+        "bridge_metrics_port": ports[10],
+        "prometheus_port": ports[11],
     }
     values.update(overrides)
     return Settings.from_env({k: v for k, v in os.environ.items() if k in _PRIVATE_PASSTHROUGH}, **values)
 
 
 class Stack:
-    """The infrastructure services, plus a background worker that starts only when named (``up worker``)."""
+    """The infrastructure services, plus a background worker, bridge and Prometheus that start only when named
+    (``up worker bridge observability``)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -76,13 +85,16 @@ class Stack:
                 Triton(settings),
                 WorkerService(settings),
                 BridgeService(settings),
+                Prometheus(settings),
             )
         }
 
     def select(self, names: Sequence[str] = (), *, default: Sequence[str] = INFRASTRUCTURE) -> list[Service]:
+        names = [service for name in names for service in PARTS.get(name, (name,))]
         unknown = set(names) - set(self.services)
         if unknown:
-            raise ServiceError(f"unknown service(s) {sorted(unknown)}; known: {sorted(self.services)}")
+            known = sorted([*self.services, *PARTS])
+            raise ServiceError(f"unknown service(s) {sorted(unknown)}; known: {known}")
         chosen = names or default
         return [service for name, service in self.services.items() if name in chosen]
 

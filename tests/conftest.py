@@ -7,6 +7,7 @@ started once per session by the project's own :class:`infra.stack.Stack` and sto
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import subprocess
@@ -16,14 +17,16 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 
-from infra.settings import Settings
+from infra.settings import REPO_ROOT, Settings
 from infra.stack import Stack, private_settings
 from streams.clients import ingest as ingest_client
+from tests.span_receiver import SpanReceiver
 
 PYTHON_DOCS = Path("/usr/share/doc/python3.11/html")
 
@@ -34,6 +37,15 @@ def python_docs() -> Path:
     if not (PYTHON_DOCS / "faq" / "general.html").exists():
         pytest.fail("the Python 3.11 docs are missing: apt-get install -y python3.11-doc (infra/scripts/setup.sh does)")
     return PYTHON_DOCS
+
+
+def deploy_validate() -> ModuleType:
+    """infra/deploy/validate.py, loaded from its file (it is a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("deploy_validate", REPO_ROOT / "infra" / "deploy" / "validate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def isolated_settings(data_dir: Path, **overrides: object) -> Settings:
@@ -55,8 +67,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return isolated_settings(tmp_path_factory.mktemp("stack"))
+def span_receiver() -> Iterator[SpanReceiver]:
+    """Where the test stack's worker and bridges export their spans (OTLP/gRPC), as they would to a collector."""
+    receiver = SpanReceiver()
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory, span_receiver: SpanReceiver) -> Settings:
+    return isolated_settings(tmp_path_factory.mktemp("stack"), otlp_endpoint=span_receiver.endpoint)
 
 
 @pytest.fixture(scope="session")

@@ -71,23 +71,27 @@ APP_ENV = (
 )
 ENV_PREFIX = "RAGSTREAM_"
 
-# Every metric the dashboard must query (names as Prometheus stores them; see README.md).
-DASHBOARD_METRICS = (
-    "ragstream_ttft_seconds_bucket",
-    "ragstream_stream_tokens_per_second_bucket",
-    "ragstream_stage_duration_seconds_bucket",
-    "ragstream_requests_total",
-    "ragstream_stage_errors_total",
-    "ragstream_dead_letters_total",
-    "ragstream_cache_hits_total",
-    "ragstream_cache_lookups_total",
-    "ragstream_guard_verdicts_total",
-    "ragstream_bridge_connections",
-    "kafka_consumergroup_lag",
-    "nv_inference_request_success",
-    "nv_inference_queue_duration_us",
-    "nv_inference_compute_infer_duration_us",
-)
+# Metrics the dashboards may query that come from another exporter, by name prefix (the rest must be emitted by
+# ragstream's own code, which is read for them: see ``code_metrics``).
+EXTERNAL_METRIC_PREFIXES = {"nv_": "Triton's metrics endpoint (--metrics-port)"}
+# Code that declares OpenTelemetry instruments, relative to the repository root.
+INSTRUMENTED_PACKAGES = ("streams", "processors")
+_INSTRUMENT_KINDS = {
+    "create_counter": "counter",
+    "create_observable_counter": "counter",
+    "create_up_down_counter": "gauge",
+    "create_observable_up_down_counter": "gauge",
+    "create_gauge": "gauge",
+    "create_observable_gauge": "gauge",
+    "create_histogram": "histogram",
+}
+# A unit adds this suffix to the Prometheus name (opentelemetry-exporter-prometheus, the collector): instruments
+# carry it in their own name already, so the name in code is the name on the dashboard.
+_UNIT_SUFFIXES = {"s": "_seconds", "ms": "_milliseconds", "By": "_bytes"}
+_PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset",
+    "inf", "nan", "atan2",
+}  # fmt: skip
 
 
 class Report:
@@ -198,42 +202,131 @@ def check_dockerfile(report: Report, deploy_dir: Path) -> None:
     report.checked.append("Dockerfile")
 
 
-def check_dashboard(report: Report, deploy_dir: Path) -> None:
-    path = deploy_dir / "grafana" / "dashboards" / "ragstream.json"
-    if not report.check(path.is_file(), "missing file: grafana/dashboards/ragstream.json"):
-        return
-    try:
-        dashboard = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        report.errors.append(f"ragstream.json: invalid JSON: {exc}")
-        return
-    report.check(isinstance(dashboard, dict), "ragstream.json: top level is not an object")
-    dashboard = _as_map(dashboard)
-    schema = dashboard.get("schemaVersion")
-    report.check(
-        isinstance(schema, int) and schema >= MIN_SCHEMA_VERSION,
-        f"ragstream.json: schemaVersion {schema!r} < {MIN_SCHEMA_VERSION}",
-    )
-    report.check(bool(dashboard.get("uid")), "ragstream.json: dashboard uid missing")
-    description = str(dashboard.get("description", ""))
-    for marker in HEADER_MARKERS:
-        report.check(marker in description, f"ragstream.json: description does not mention {marker!r}")
+def dashboard_files(deploy_dir: Path = DEPLOY_DIR) -> list[Path]:
+    return sorted((deploy_dir / "grafana" / "dashboards").glob("*.json"))
 
-    panels = _as_list(dashboard.get("panels"))
-    # Rows may nest panels when collapsed; check what they hold, not the row itself.
+
+def dashboard_panels(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, with the panels of collapsed rows in place of the row."""
     flat: list[dict[str, Any]] = []
-    for panel in map(_as_map, panels):
+    for panel in map(_as_map, _as_list(dashboard.get("panels"))):
         if panel.get("type") == "row":
             flat.extend(map(_as_map, _as_list(panel.get("panels"))))
         else:
             flat.append(panel)
-    report.check(bool(flat), "ragstream.json: no panels")
+    return flat
+
+
+def dashboard_expressions(path: Path) -> list[tuple[str, str, str]]:
+    """``(panel title, refId, PromQL)`` of every panel target of one dashboard file."""
+    dashboard = _as_map(json.loads(path.read_text(encoding="utf-8")))
+    return [
+        (str(panel.get("title")), str(target.get("refId")), str(target.get("expr")).strip())
+        for panel in dashboard_panels(dashboard)
+        for target in map(_as_map, _as_list(panel.get("targets")))
+        if isinstance(target.get("expr"), str) and target.get("expr", "").strip()
+    ]
+
+
+def expression_metrics(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (labels, strings, ranges, functions and keywords removed)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
+    names = set()
+    for match in re.finditer(r"(?<![\w.$])([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?", text):
+        name, call = match.group(1), match.group(2)
+        if not call and name.lower() not in _PROMQL_WORDS:
+            names.add(name)
+    return names
+
+
+def code_metrics(repo_root: Path) -> dict[str, str]:
+    """Prometheus series name -> where the code declares the instrument, for every OpenTelemetry instrument created
+    with a literal name in INSTRUMENTED_PACKAGES: counters as ``name_total``, histograms as ``name_bucket``,
+    ``name_sum`` and ``name_count``, gauges as ``name``. Read with ``ast``, so nothing is imported."""
+    found: dict[str, str] = {}
+    for package in INSTRUMENTED_PACKAGES:
+        for source in sorted((repo_root / package).rglob("*.py")):
+            tree = ast.parse(source.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                kind = _INSTRUMENT_KINDS.get(node.func.attr)
+                if kind is None or not node.args or not isinstance(node.args[0], ast.Constant):
+                    continue
+                name = str(node.args[0].value)
+                where = f"{source.relative_to(repo_root)}:{node.lineno}"
+                series = {"counter": [f"{name}_total"], "gauge": [name]}.get(
+                    kind, [f"{name}_bucket", f"{name}_sum", f"{name}_count"]
+                )
+                found.update(dict.fromkeys(series, where))
+                unit = next((kw.value for kw in node.keywords if kw.arg == "unit"), None)
+                unit_text = str(unit.value) if isinstance(unit, ast.Constant) else ""
+                suffix = "_per_second" if unit_text.endswith("/s") else _UNIT_SUFFIXES.get(unit_text, "")
+                if suffix and not name.endswith(suffix):
+                    found[f"!{name}"] = f"{where}: unit {unit_text!r} needs the name to end in {suffix}"
+    return found
+
+
+def _check_metric_names(report: Report, dashboard: str, exprs: Iterable[str], emitted: Mapping[str, str]) -> None:
+    """Every metric a panel queries is emitted by the code (or by a known exporter), and every instrument of the
+    code is on some panel."""
+    for key, problem in emitted.items():
+        if key.startswith("!"):
+            report.errors.append(f"instrument {key[1:]} at {problem}")
+    queried: set[str] = set()
+    for expr in exprs:
+        for name in sorted(expression_metrics(expr)):
+            queried.add(name)
+            external = any(name.startswith(prefix) for prefix in EXTERNAL_METRIC_PREFIXES)
+            report.check(
+                external or name in emitted,
+                f"{dashboard}: {name} is queried but no code emits it (instruments: {INSTRUMENTED_PACKAGES})",
+            )
+    instruments = {re.sub(r"_(total|bucket|sum|count)$", "", name): name for name in emitted if name[0] != "!"}
+    for base, where in sorted(instruments.items()):
+        variants = {base, f"{base}_total", f"{base}_bucket", f"{base}_sum", f"{base}_count"}
+        report.check(bool(variants & queried), f"{dashboard}: no panel shows {base} ({emitted[where]})")
+
+
+def check_dashboards(report: Report, deploy_dir: Path) -> None:
+    report.check(
+        (deploy_dir / "grafana" / "dashboards" / "ragstream.json").is_file(),
+        "missing file: grafana/dashboards/ragstream.json",
+    )
+    emitted = code_metrics(deploy_dir.parent.parent)
+    for path in dashboard_files(deploy_dir):
+        check_dashboard(report, path, emitted)
+
+
+def check_dashboard(report: Report, path: Path, emitted: Mapping[str, str]) -> None:
+    try:
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        report.errors.append(f"{path.name}: invalid JSON: {exc}")
+        return
+    report.check(isinstance(dashboard, dict), f"{path.name}: top level is not an object")
+    dashboard = _as_map(dashboard)
+    schema = dashboard.get("schemaVersion")
+    report.check(
+        isinstance(schema, int) and schema >= MIN_SCHEMA_VERSION,
+        f"{path.name}: schemaVersion {schema!r} < {MIN_SCHEMA_VERSION}",
+    )
+    report.check(bool(dashboard.get("uid")), f"{path.name}: dashboard uid missing")
+    description = str(dashboard.get("description", ""))
+    for marker in HEADER_MARKERS:
+        report.check(marker in description, f"{path.name}: description does not mention {marker!r}")
+
+    flat = dashboard_panels(dashboard)  # rows may nest panels when collapsed: check what they hold
+    report.check(bool(flat), f"{path.name}: no panels")
     ids = [panel.get("id") for panel in flat]
-    report.check(len(ids) == len(set(ids)), "ragstream.json: duplicate panel ids")
+    report.check(len(ids) == len(set(ids)), f"{path.name}: duplicate panel ids")
 
     exprs: list[str] = []
     for panel in flat:
-        name = f"ragstream.json panel {panel.get('id')} {panel.get('title')!r}"
+        name = f"{path.name} panel {panel.get('id')} {panel.get('title')!r}"
         datasource = _as_map(panel.get("datasource"))
         report.check(
             datasource.get("uid") == DATASOURCE_UID and datasource.get("type") == "prometheus",
@@ -261,16 +354,11 @@ def check_dashboard(report: Report, deploy_dir: Path) -> None:
         if variable.get("type") == "query":
             report.check(
                 _as_map(variable.get("datasource")).get("uid") == DATASOURCE_UID,
-                f"ragstream.json: variable {variable.get('name')!r} has the wrong datasource uid",
+                f"{path.name}: variable {variable.get('name')!r} has the wrong datasource uid",
             )
 
-    joined = "\n".join(exprs)
-    for metric in DASHBOARD_METRICS:
-        report.check(
-            re.search(rf"\b{re.escape(metric)}\b", joined) is not None,
-            f"ragstream.json: no panel queries {metric}",
-        )
-    report.checked.append(f"dashboard ({len(flat)} panels)")
+    _check_metric_names(report, path.name, exprs, emitted)
+    report.checked.append(f"dashboard {path.name} ({len(flat)} panels)")
 
 
 # ------------------------------------------------------------------------------------------- YAML checks
@@ -542,6 +630,59 @@ def check_k8s(report: Report, yaml: Any, deploy_dir: Path, fields: set[str] | No
     report.checked.append(f"k8s/ragstream.yaml ({len(docs)} objects)")
 
 
+# ------------------------------------------------------------------------------------------- app probes
+APP_SERVICES = {"ragstream-worker": "worker", "ragstream-bridge": "bridge"}
+_PROBE_URL = re.compile(r"https?://[^/'\"\s]+:(\d+)(/[^'\"\s]*)")
+
+
+def app_probes(deploy_dir: Path = DEPLOY_DIR) -> list[tuple[str, str, int, str]]:
+    """``(where, app, container port, HTTP path)`` of every health, readiness and liveness probe that compose and
+    Kubernetes run against the worker and the bridge (``app`` is ``worker`` or ``bridge``). Needs PyYAML.
+
+    A probe without an HTTP path (a TCP connect) is returned with path ``""``: it proves only that a port is open.
+    """
+    yaml = importlib.import_module("yaml")
+    probes: list[tuple[str, str, int, str]] = []
+    compose = _as_map(yaml.safe_load((deploy_dir / "compose.yaml").read_text(encoding="utf-8")))
+    for name, app in APP_SERVICES.items():
+        healthcheck = _as_map(_as_map(_as_map(compose.get("services")).get(name)).get("healthcheck"))
+        found = _PROBE_URL.search(" ".join(map(str, _as_list(healthcheck.get("test")))))
+        port, path = (int(found.group(1)), found.group(2)) if found else (0, "")
+        probes.append((f"compose.yaml {name} healthcheck", app, port, path))
+    k8s = deploy_dir / "k8s" / "ragstream.yaml"
+    for doc in map(_as_map, yaml.safe_load_all(k8s.read_text(encoding="utf-8"))):
+        deployment = APP_SERVICES.get(str(_as_map(doc.get("metadata")).get("name")))
+        if doc.get("kind") != "Deployment" or deployment is None:
+            continue
+        template = _as_map(_as_map(doc.get("spec")).get("template"))
+        for container in map(_as_map, _as_list(_as_map(template.get("spec")).get("containers"))):
+            named = {
+                str(_as_map(p).get("name")): _as_map(p).get("containerPort") for p in _as_list(container.get("ports"))
+            }
+            for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+                probe = _as_map(container.get(kind))
+                if not probe:
+                    continue
+                http = _as_map(probe.get("httpGet"))
+                given = http.get("port") or _as_map(probe.get("tcpSocket")).get("port")
+                number = str(named.get(str(given), given))
+                where = f"k8s/ragstream.yaml {doc['metadata']['name']} {kind}"
+                probes.append((where, deployment, int(number) if number.isdigit() else 0, str(http.get("path", ""))))
+    return probes
+
+
+def check_app_probes(report: Report, deploy_dir: Path, services: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each probe is an HTTP GET on the port where that process serves /healthz and /readyz."""
+    env = _as_map(_as_map(services.get("ragstream-worker")).get("environment"))
+    ports = {"worker": str(env.get("RAGSTREAM_METRICS_PORT")), "bridge": str(env.get("RAGSTREAM_BRIDGE_METRICS_PORT"))}
+    for where, app, port, path in app_probes(deploy_dir):
+        report.check(bool(path), f"{where}: not an HTTP probe (use GET /readyz or /healthz on the metrics port)")
+        report.check(
+            str(port) == ports[app], f"{where}: probes port {port}, the {app} serves its endpoints on {ports[app]}"
+        )
+    report.checked.append("app probes")
+
+
 # ----------------------------------------------------------------------------------------------- driver
 def validate(deploy_dir: Path = DEPLOY_DIR, *, require_yaml: bool = False) -> Report:
     report = Report()
@@ -552,7 +693,7 @@ def validate(deploy_dir: Path = DEPLOY_DIR, *, require_yaml: bool = False) -> Re
 
     check_headers(report, deploy_dir)
     check_dockerfile(report, deploy_dir)
-    check_dashboard(report, deploy_dir)
+    check_dashboards(report, deploy_dir)
 
     yaml = _load_yaml_module()
     if yaml is None:
@@ -572,6 +713,8 @@ def validate(deploy_dir: Path = DEPLOY_DIR, *, require_yaml: bool = False) -> Re
     if datasources is not None and providers is not None:
         check_grafana(report, datasources, providers, services)
     check_k8s(report, yaml, deploy_dir, fields)
+    if services:
+        check_app_probes(report, deploy_dir, services)
     return report
 
 

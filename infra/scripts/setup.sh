@@ -10,6 +10,7 @@ missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 [ -d /usr/share/doc/python3.11/html ] || missing+=(python3.11-doc)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)  # `ragstream up observability`, its tests
 # Real manuals by other generators, for the loader tests (tests/processors/ingest/test_ingest_manuals.py)
 [ -f /usr/share/debian-reference/ch02.en.html ] || missing+=(debian-reference-en)  # DocBook XSL (XHTML), PDF
 [ -f /usr/share/doc/maint-guide/html/first.en.html ] || missing+=(maint-guide)     # DocBook XSL (XHTML), PDF

@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from processors.adapters.chat_formats import model_info, render_chat
 from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats, retried_before_output
+from processors.telemetry import ModelCall
 from schemas.triton import GENERATION_INPUTS
 
 _SPECS = {spec.name: spec for spec in GENERATION_INPUTS}
@@ -159,12 +160,22 @@ class TritonClient:
         info = model_info(model)
         stops = tuple(dict.fromkeys((*params.stop_words, *info.stop_words)))
         model_params = msgspec.structs.replace(params, stop_words=stops)
-        pieces = self.generate(model, render_chat(model, messages), model_params, request_id=request_id, stats=stats)
+        prompt = render_chat(model, messages)
+        call = ModelCall(model, prompt=prompt, max_tokens=params.max_tokens, temperature=params.temperature,
+                         top_p=params.top_p, server=self.url)  # fmt: skip
+        pieces = self.generate(model, prompt, model_params, request_id=request_id, stats=stats)
+        completed = False
         try:
             async for piece in pieces:
+                call.on_token()
                 yield piece
+            completed = True
+        except GenerationError as exc:
+            call.end(error=exc, status=exc.status)
+            raise
         finally:
             await pieces.aclose()
+            call.end(cancelled=not completed)
 
     async def generate(
         self,

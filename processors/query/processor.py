@@ -38,6 +38,7 @@ from processors.query.context import Context, build_context
 from processors.query.deltas import DeltaBatcher
 from processors.query.extractive import extractive_answer
 from processors.query.requests import RequestLimits, request_problem
+from processors.telemetry import cache_lookups, count_verdict, reason_kinds, step
 from schemas.events import (
     AnswerDone,
     AnswerError,
@@ -203,9 +204,11 @@ class QueryProcessor:
         policy = self.policy_for(request.tenant)
         self._admit(request, "prepare")
 
-        started = time.perf_counter()
-        screened = await self.guard.check(request.question, policy)
-        timings["input_guard"] = _ms(started)
+        with step("input_guard", timings) as span:
+            screened = await self.guard.check(request.question, policy)
+            span.set_attributes({"ragstream.guard.action": screened.verdict.action,
+                                 "ragstream.guard.kinds": sorted(reason_kinds(screened.verdict.reasons))})  # fmt: skip
+        count_verdict("input", screened.verdict)
         if screened.blocked:
             error = AnswerError(
                 request_id=request.request_id,
@@ -216,9 +219,8 @@ class QueryProcessor:
             raise _Answered(error)
         question = screened.text
 
-        started = time.perf_counter()
-        vector = (await self.embedder.embed([question]))[0]
-        timings["embed"] = _ms(started)
+        with step("embed", timings):
+            vector = (await self.embedder.embed([question]))[0]
 
         # The prompt version is part of the cache key: a new template must not serve answers of the old one.
         context_probe = Context(text="", sources=[], tokens=0)
@@ -228,9 +230,10 @@ class QueryProcessor:
             raise _Answered(_bad_request(request, str(exc))) from None
         prompt_key = f"{prompt_ref.name}:{prompt_ref.version}"
         if self.cache is not None and self.config.cache and request.options.use_cache:
-            started = time.perf_counter()
-            hit = await self.cache.lookup(request.tenant, prompt_key, question, vector)
-            timings["cache_lookup"] = _ms(started)
+            with step("cache_lookup", timings) as span:
+                hit = await self.cache.lookup(request.tenant, prompt_key, question, vector)
+                span.set_attribute("ragstream.cache.hit", hit is not None)
+            cache_lookups.add(1, {"result": "miss" if hit is None else "hit"})
             if hit is not None:
                 cached = hit.answer
                 raise _Answered(
@@ -249,23 +252,26 @@ class QueryProcessor:
                 )
 
         self._admit(request, "retrieve")
-        started = time.perf_counter()
-        candidates = await self.search.search(
-            request.tenant, question, vector.tolist(), self.config.retrieve_k, self.config.search_mode
-        )
-        timings["retrieve"] = _ms(started)
-        started = time.perf_counter()
-        # Every candidate is ranked (the reranker scores them all anyway), so the answer can carry the whole ranking.
-        ranked = await self.reranker.rerank(question, candidates, len(candidates)) if candidates else []
-        timings["rerank"] = _ms(started)
+        with step("retrieve", timings) as span:
+            candidates = await self.search.search(
+                request.tenant, question, vector.tolist(), self.config.retrieve_k, self.config.search_mode
+            )
+            span.set_attributes({"ragstream.retrieve.mode": self.config.search_mode,
+                                 "ragstream.retrieve.candidates": len(candidates)})  # fmt: skip
+        with step("rerank", timings) as span:
+            # Every candidate is ranked (the reranker scores them all anyway), so the answer can carry the whole
+            # ranking.
+            ranked = await self.reranker.rerank(question, candidates, len(candidates)) if candidates else []
+            top = max((p.score for p in ranked), default=0.0)
+            span.set_attributes({"ragstream.rerank.passages": len(ranked), "ragstream.rerank.top_score": top})
         relevant = [p for p in ranked[: self.config.rerank_k] if p.score >= self.config.min_relevance]
         withheld: dict[str, str] = {}
         if self.screen is not None and relevant:
-            started = time.perf_counter()
-            reasons = await self.screen.screen([p.text for p in relevant], policy)
-            withheld = {p.chunk_id: why for p, why in zip(relevant, reasons, strict=True) if why}
-            relevant = [p for p in relevant if p.chunk_id not in withheld]
-            timings["screen_passages"] = _ms(started)
+            with step("screen_passages", timings) as span:
+                reasons = await self.screen.screen([p.text for p in relevant], policy)
+                withheld = {p.chunk_id: why for p, why in zip(relevant, reasons, strict=True) if why}
+                relevant = [p for p in relevant if p.chunk_id not in withheld]
+                span.set_attribute("ragstream.screen.withheld", len(withheld))
         if not relevant:
             raise _Answered(
                 *_whole_answer(
@@ -280,10 +286,18 @@ class QueryProcessor:
                 )
             )
 
-        started = time.perf_counter()
-        context = build_context(relevant, max_tokens=self.config.context_tokens, max_sources=self.config.rerank_k)
-        prompt, prompt_ref = self.prompts.render_rag(question, context, request.options.prompt_version)
-        model = self.chooser.choose(question, context.sources, request.tenant, request.options.model)
+        started = time.perf_counter()  # "prompt" in timings_ms: context, prompt and route together
+        with step("context") as span:
+            context = build_context(relevant, max_tokens=self.config.context_tokens, max_sources=self.config.rerank_k)
+            span.set_attributes({"ragstream.context.sources": len(context.sources),
+                                 "ragstream.context.tokens": context.tokens})  # fmt: skip
+        with step("prompt") as span:
+            prompt, prompt_ref = self.prompts.render_rag(question, context, request.options.prompt_version)
+            span.set_attributes({"ragstream.prompt.name": prompt_ref.name,
+                                 "ragstream.prompt.version": prompt_ref.version})  # fmt: skip
+        with step("route") as span:
+            model = self.chooser.choose(question, context.sources, request.tenant, request.options.model)
+            span.set_attribute("gen_ai.request.model", model)
         timings["prompt"] = _ms(started)
         return Prepared(
             prompted=PromptedQuery(
@@ -320,6 +334,7 @@ class QueryProcessor:
         )
         stats = StreamStats(model=prompted.model, started=time.monotonic())
         seq = 0
+        guard_busy_s = 0.0  # the streaming output guard's own time, between the model's pieces
         finish: Literal["stop", "length", "cancelled", "refused", "blocked"] = "stop"
         # The rendered template is the user turn; each model gets it in its own chat format, and a failure before
         # the first token falls back to the next model.
@@ -338,7 +353,9 @@ class QueryProcessor:
             pieces = generator.generate(prompted.prompt, params, request_id=request.request_id, stats=stats)
         try:
             async for piece in pieces:
+                pushed = time.perf_counter()
                 safe = guard.push(piece)  # may hold back the start of what could become a PII entity
+                guard_busy_s += time.perf_counter() - pushed
                 ready = batcher.add(safe) if safe else None
                 if ready is not None:
                     yield TokenDelta(request_id=request.request_id, seq=seq, text=ready[0], tokens=ready[1])
@@ -353,15 +370,19 @@ class QueryProcessor:
             await pieces.aclose()
         if finish == "stop" and stats.chunks >= params.max_tokens:
             finish = "length"
-        # A cut stream (max_tokens, cancel, block) may end inside an entity ("078-05-"): the guard redacts such a
-        # held fragment instead of flushing it.
-        tail = guard.finish(truncated=finish != "stop")
+        with step("output_guard") as span:  # its final checks; the streaming part's time is an attribute
+            # A cut stream (max_tokens, cancel, block) may end inside an entity ("078-05-"): the guard redacts such
+            # a held fragment instead of flushing it.
+            tail = guard.finish(truncated=finish != "stop")
+            report = guard.report()
+            span.set_attributes({"ragstream.guard.action": report.verdict.action,
+                                 "ragstream.guard.kinds": sorted(reason_kinds(report.verdict.reasons)),
+                                 "ragstream.output_guard.streaming_ms": guard_busy_s * 1000.0})  # fmt: skip
         rest = batcher.flush()
         text_rest = (rest[0] if rest else "") + tail
         if text_rest:
             yield TokenDelta(request_id=request.request_id, seq=seq, text=text_rest, tokens=rest[1] if rest else 0)
             seq += 1
-        report = guard.report()
         if report.refused:
             finish = "refused"
         citations, _invalid = citations_for(report.text, prompted.passages)
@@ -385,6 +406,7 @@ class QueryProcessor:
             citations = attributed_citations(report.sentences, prompted.passages)
             if citations:
                 verdict = msgspec.structs.replace(verdict, reasons=[*verdict.reasons, "citations_attributed"])
+        count_verdict("output", verdict)
         timings = dict(prompted.timings_ms)
         if stats.ttft_s is not None:
             timings["ttft_model"] = stats.ttft_s * 1000.0

@@ -91,3 +91,35 @@ def histograms(
         ax.set_title(name, fontsize=9)
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def time_series_grid(
+    path: Path,
+    panels: Sequence[tuple[str, str, Mapping[str, Sequence[tuple[float, float]]]]],
+    *,
+    title: str,
+    columns: int = 2,
+) -> Path:
+    """One small line chart per panel ``(title, unit, {series name: [(unix time, value), ...]})``, time in minutes
+    before the last sample (what a dashboard row shows)."""
+    plt = pyplot()
+    rows = max(1, -(-len(panels) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(6.0 * columns, 2.8 * rows), squeeze=False)
+    last = max((t for _, _, series in panels for points in series.values() for t, _ in points), default=0.0)
+    for ax, (name, unit, series) in zip(axes.flat, panels, strict=False):
+        for label, points in sorted(series.items()):
+            if points:
+                ax.plot([(t - last) / 60.0 for t, _ in points], [v for _, v in points], label=label, linewidth=1.2)
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.set_xlabel("minutes", fontsize=8)
+        ax.set_ylim(bottom=0)
+        ax.tick_params(labelsize=7)
+        if series:
+            ax.legend(fontsize=7, loc="upper left", frameon=False)
+        else:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)

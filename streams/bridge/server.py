@@ -37,6 +37,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
 from infra.kafka_admin import ensure_topics
 from infra.settings import Settings
@@ -53,7 +55,7 @@ from schemas.events import (
     new_id,
 )
 from schemas.topics import DAY_MS, Topic
-from streams import telemetry
+from streams import metrics, telemetry
 from streams.bridge import chat_page, openai_api
 from streams.bridge import protocol as proto
 from streams.bridge.auth import AmbiguousCredentials, Caller, KeyRing, authorization_header
@@ -62,10 +64,6 @@ from streams.configure import request_limits
 from streams.kafka import topic_partitions
 
 log = logging.getLogger(__name__)
-
-connections_gauge = telemetry.meter.create_up_down_counter(
-    "ragstream_bridge_connections", description="Open WebSocket connections and API streams per bridge"
-)
 
 HEALTH_PATH = "/healthz"
 # Bridge shutdown closes sockets with 1001 and waits this long for handlers before cancelling them.
@@ -111,6 +109,7 @@ class _Request:
     next_seq: int = 0
     terminal: AnswerDone | AnswerError | None = None
     subscriber: _Client | None = None
+    asked_at: float | None = None  # set by this instance's ask until its first answer message (metrics)
 
 
 class Bridge:
@@ -134,6 +133,12 @@ class Bridge:
         self._runner: web.AppRunner | None = None
         self._stopping = False
         self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def serving(self) -> bool:
+        """Accepting sockets (its reply topic replayed), reading its replies, not shutting down: the readiness
+        probe's answer."""
+        return self._runner is not None and self.problem() is None
 
     @property
     def port(self) -> int:
@@ -294,6 +299,9 @@ class Bridge:
         if isinstance(event, TokenDelta):
             if event.seq < entry.next_seq:
                 return  # at-least-once delivery: already seen
+            if entry.asked_at is not None:
+                metrics.bridge_first_token.record(time.monotonic() - entry.asked_at)
+                entry.asked_at = None
             entry.deltas.append(event)
             entry.next_seq = event.seq + 1
         else:
@@ -316,10 +324,12 @@ class Bridge:
     def _push(self, client: _Client, message: proto.ServerMessage) -> None:
         """Queue without waiting; a full queue means the client is too slow, and only that client pays."""
         if client.overflowed:
+            metrics.bridge_send_queue_drops.add(1)
             return
         try:
             client.queue.put_nowait(message)
         except asyncio.QueueFull:
+            metrics.bridge_send_queue_drops.add(1)
             client.overflowed = True
             log.warning("client of tenant %s too slow (%d queued); closing", client.tenant, client.queue.qsize())
             self._spawn(
@@ -351,6 +361,7 @@ class Bridge:
                         request_id=entry.request_id, code=proto.TIMEOUT, message=message, stage="bridge", retryable=True
                     )
                     self._apply(entry.request_id, error)
+                    metrics.bridge_timeouts.add(1)
                     await self._cancel(entry.request_id, "timeout")
                 elif entry.subscriber is None and idle > self.settings.bridge_resume_window_s:
                     del self._requests[entry.request_id]
@@ -387,12 +398,12 @@ class Bridge:
             raise QuotaExceeded(refusal)
         client = _Client(caller.tenant, caller.key, queue, close, resumable=resumable)
         self._clients.add(client)
-        connections_gauge.add(1)
+        metrics.bridge_connections.add(1)
         try:
             yield client
         finally:
             self._clients.discard(client)
-            connections_gauge.add(-1)
+            metrics.bridge_connections.add(-1)
             self._send_later(self.quotas.close(slot))
             orphans = list(client.requests.values())
             for entry in orphans:
@@ -529,6 +540,7 @@ class Bridge:
             return
         request_id = request.request_id
         entry = self._requests[request_id] = _Request(request_id, time.monotonic(), client.tenant, ask.id)
+        entry.asked_at = entry.touched
         entry.subscriber = client
         client.requests[request_id] = entry
         if ask.id is not None:
@@ -536,9 +548,12 @@ class Bridge:
         self._push(client, proto.Accepted(id=ask.id, request_id=request_id))
         key = request_id.encode()
         value = encode(request)
-        with telemetry.tracer.start_as_current_span("bridge ask") as span:
-            span.set_attribute("ragstream.request_id", request_id)
-            span.set_attribute("ragstream.tenant", client.tenant)
+        # Each question is a new trace: its context rides in the Kafka headers through every stage of the worker.
+        with telemetry.tracer.start_as_current_span("bridge ask", context=Context(), kind=SpanKind.PRODUCER) as span:
+            span.set_attributes({"ragstream.request_id": request_id, "ragstream.tenant": client.tenant,
+                                 "messaging.system": "kafka",
+                                 "messaging.destination.name": self.settings.topic(Topic.QUERIES)})  # fmt: skip
+            metrics.bridge_asks.add(1)
             headers = [*telemetry.headers_from_context().items(), ("ragstream-kind", b"query.request")]
             try:
                 # Shielded: a client that leaves right after ``accepted`` cancels its handler, but an accepted request
@@ -639,6 +654,8 @@ async def _closing(close: Awaitable[object]) -> None:
 async def serve_until_signalled(settings: Settings, stop_signals: Iterable[signal.Signals] = ()) -> None:
     """Run one bridge until SIGTERM/SIGINT, then shut down gracefully."""
     bridge = Bridge(settings)
+    endpoints = telemetry.serve_endpoints(settings.host, settings.bridge_metrics_port, lambda: bridge.serving)
+    metrics.start_counting_bridge()
     await bridge.start()
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -649,10 +666,15 @@ async def serve_until_signalled(settings: Settings, stop_signals: Iterable[signa
     finally:
         log.info("bridge %s shutting down", bridge.instance)
         await bridge.stop()
+        if endpoints is not None:
+            endpoints.stop()
 
 
 def run_bridge(settings: Settings) -> None:
     """``ragstream bridge``: serve on ``settings.host:bridge_port`` until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     telemetry.configure(settings, "ragstream-bridge")
-    asyncio.run(serve_until_signalled(settings, (signal.SIGTERM, signal.SIGINT)))
+    try:
+        asyncio.run(serve_until_signalled(settings, (signal.SIGTERM, signal.SIGINT)))
+    finally:
+        telemetry.shutdown()

@@ -24,14 +24,17 @@ cli.add_typer(eval_cli, name="eval")
 
 ServiceNames = Annotated[
     list[str] | None,
-    typer.Argument(help="Services: kafka, redis, milvus, triton (the default set for up) and worker."),
+    typer.Argument(
+        help="Services: kafka, redis, milvus, triton (the default set for up), worker, bridge, and observability "
+        "(a Prometheus scraping the worker, the bridge and Triton)."
+    ),
 ]
 
 
 def _print_status(rows: list[tuple[str, str, str, str, str]]) -> None:
-    typer.echo(f"{'SERVICE':<8} {'STATE':<10} {'PID':<8} {'ADDRESS':<28} DETAIL")
+    typer.echo(f"{'SERVICE':<10} {'STATE':<10} {'PID':<8} {'ADDRESS':<28} DETAIL")
     for name, state, pid, address, detail in rows:
-        typer.echo(f"{name:<8} {state:<10} {pid:<8} {address:<28} {detail}")
+        typer.echo(f"{name:<10} {state:<10} {pid:<8} {address:<28} {detail}")
 
 
 @cli.command()
@@ -54,7 +57,7 @@ def down(services: ServiceNames = None) -> None:
     from infra.stack import Stack
 
     for name, stopped in Stack(settings_or_exit()).down(services or []):
-        typer.echo(f"{name:<8} {'stopped' if stopped else 'was not running'}")
+        typer.echo(f"{name:<10} {'stopped' if stopped else 'was not running'}")
 
 
 @cli.command()
@@ -67,6 +70,41 @@ def status(services: ServiceNames = None) -> None:
     required = set(services or INFRASTRUCTURE)
     if any(s.state != "up" for s in statuses if s.name in required):
         raise typer.Exit(1)
+
+
+@cli.command()
+def metrics(
+    plot: Annotated[
+        str | None, typer.Option(help="Also draw the key dashboard panels over the last --minutes into this PNG.")
+    ] = None,
+    minutes: Annotated[float, typer.Option(help="How far back the plot reaches.")] = 15.0,
+    window: Annotated[str, typer.Option(help="Rate window standing in for Grafana's $__rate_interval.")] = "1m",
+    end: Annotated[
+        str | None, typer.Option(help="The plot ends here (ISO 8601, e.g. a benchmark's end); default: now.")
+    ] = None,
+) -> None:
+    """The Grafana dashboard's on-call row, from the local Prometheus (`ragstream up observability`)."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from streams.clients.prometheus import PrometheusError, PrometheusQueries, oncall_row, plot_panels
+
+    settings = settings_or_exit()
+    queries = PrometheusQueries.local(settings)
+    try:
+        for title, value in oncall_row(queries, window=window):
+            typer.echo(f"{title:<28} {value}")
+        if plot:
+            until = datetime.fromisoformat(end) if end else datetime.now(UTC)
+            until = until if until.tzinfo else until.replace(tzinfo=UTC)
+            step = max(settings.prometheus_scrape_interval_s, minutes * 60 / 300)
+            title = f"ragstream: {minutes:g} min to {until:%Y-%m-%d %H:%M} UTC ({window} rate window)"
+            written = plot_panels(queries, Path(plot), minutes=minutes, window=window, step_s=step, title=title,
+                                  end=until.timestamp())  # fmt: skip
+            typer.echo(f"wrote {written}")
+    except PrometheusError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @cli.command()

@@ -14,8 +14,8 @@ import os
 import faust
 
 from infra.settings import Settings
-from streams import telemetry
-from streams.worker.agents import Role, app_id, register
+from streams import metrics, telemetry
+from streams.worker.agents import Pipeline, Role, app_id, register
 from streams.worker.app import create_app
 
 
@@ -24,7 +24,26 @@ def run_worker(settings: Settings, *, generation_concurrency: int = 32, role: Ro
     if role == "ingest" and settings.ingest_worker_nice:
         os.nice(settings.ingest_worker_nice)
     app = create_app(settings.with_changes(app_id=app_id(settings, role)) if role != "all" else settings)
-    register(app, settings, generation_concurrency=generation_concurrency, role=role)
+    pipeline = register(app, settings, generation_concurrency=generation_concurrency, role=role)
+    observe(pipeline, settings, role)
     worker = faust.Worker(app, loglevel=settings.log_level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        telemetry.shutdown()
+
+
+def observe(pipeline: Pipeline, settings: Settings, role: Role = "all") -> None:
+    """``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics_port`` (ready once the app runs and, unless it only
+    ingests, the query path's models are loaded), the consumer-lag sampler, and every bounded series from zero."""
+    app, resources = pipeline.app, pipeline.resources
+
+    def ready() -> bool:
+        return bool(app.started) and (role == "ingest" or resources.ready)
+
+    telemetry.serve_endpoints(settings.host, settings.metrics_port, ready)
+    consumed = sorted({name for agent in app.agents.values() for name in agent.channel.topics})
+    metrics.start_counting(consumed)
+    lag = metrics.ConsumerLag(app)
+    app.task(lag.run)

@@ -1,7 +1,8 @@
 """Where stages send their events: :class:`KafkaOutbox` in the worker, :class:`MemoryOutbox` in unit tests.
 
 Both add the current trace context and the event kind as headers, so a test sees exactly the records the worker
-would produce (topic, partition, key, event, headers) without a broker.
+would produce (topic, partition, key, event, headers) without a broker. Every answer leaves the worker through
+``reply``, which is where answers are counted by outcome (:func:`streams.metrics.count_answer`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from infra.settings import Settings
 from schemas.codec import encode
 from schemas.events import ReplyTo
 from schemas.topics import Topic
-from streams import telemetry
+from streams import metrics, telemetry
 from streams.worker.replies import ReplyAddresses
 
 
@@ -81,6 +82,7 @@ class KafkaOutbox:
         if self.replies is not None:
             await self.replies.check(reply_to)
         await self.send(reply_to.topic, request_id, event, partition=reply_to.partition)
+        metrics.count_answer(event)
 
     async def emit(self, topic: Topic, key: str | bytes | None, event: msgspec.Struct) -> None:
         await self.send(self.settings.topic(topic), key, event)
@@ -117,6 +119,7 @@ class MemoryOutbox:
 
     async def reply(self, reply_to: ReplyTo, request_id: str, event: msgspec.Struct) -> None:
         await self._send(reply_to.topic, reply_to.partition, request_id, event)
+        metrics.count_answer(event)
 
     async def emit(self, topic: Topic, key: str | bytes | None, event: msgspec.Struct) -> None:
         await self._send(self.settings.topic(topic), None, key, event)

@@ -161,6 +161,11 @@ class Resources:
     async def warm_up(self) -> None:
         await self.query()
 
+    @property
+    def ready(self) -> bool:
+        """The query path's processor is built (its guard models loaded): what a readiness probe waits for."""
+        return self._query is not None
+
     async def close(self) -> None:
         if self._prompts is not None:
             await self._prompts.stop()

@@ -17,12 +17,14 @@ from typing import Any, Generic, TypeVar
 
 import faust
 import msgspec
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from processors.guardrails.pii import mask_patterns
 from schemas.codec import DecodeError, EventDecoder
 from schemas.events import AnswerError, DeadLetter, QueryRequest, ReplyTo
 from schemas.topics import Topic
-from streams import telemetry
+from streams import metrics, telemetry
 from streams.worker.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -152,7 +154,7 @@ class Stage(Generic[In]):
         value: bytes = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
         started = time.perf_counter()
         with telemetry.tracer.start_as_current_span(
-            f"stage {self.name}", context=telemetry.context_from_headers(headers)
+            f"stage {self.name}", context=telemetry.context_from_headers(headers), kind=SpanKind.CONSUMER
         ) as span:
             span.set_attribute("messaging.destination.name", str(message.topic))
             span.set_attribute("messaging.kafka.partition", int(message.partition))
@@ -179,7 +181,7 @@ class Stage(Generic[In]):
                           mask_patterns(str(exc)).text[:500], where)  # fmt: skip
                 await self._fail(message, headers, value, type(exc).__name__, str(exc), exc)
             finally:
-                telemetry.stage_duration.record(time.perf_counter() - started, {"stage": self.name})
+                metrics.stage_duration.record(time.perf_counter() - started, {"stage": self.name})
 
     async def _fail(
         self,
@@ -192,7 +194,8 @@ class Stage(Generic[In]):
     ) -> None:
         self.failed += 1
         reason = mask_patterns(reason[:MAX_REASON_CHARS]).text
-        telemetry.stage_errors.add(1, {"stage": self.name, "reason": error_type})
+        metrics.stage_errors.add(1, {"stage": self.name, "reason": error_type})
+        trace.get_current_span().set_status(Status(StatusCode.ERROR, error_type))
         envelope = reply_address(value)
         if envelope is not None and len(envelope.request_id) > MAX_REQUEST_ID:
             reason += f" [no error reply: request_id of {len(envelope.request_id)} characters]"
@@ -227,7 +230,7 @@ class Stage(Generic[In]):
             headers={name: raw[:MAX_KEY] for name, raw in list(headers.items())[:32]},
             value_masked=masked,
         )
-        telemetry.dead_letters.add(1, {"topic": str(message.topic)})
+        metrics.dead_letters.add(1, {"topic": str(message.topic)})
         try:
             await self.outbox.emit(Topic.DEAD_LETTERS, message.key, letter)
         except Exception as produce_error:

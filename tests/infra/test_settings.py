@@ -13,9 +13,9 @@ def test_defaults_describe_the_local_stack() -> None:
 
 
 def test_environment_values_are_converted_to_their_types() -> None:
-    settings = Settings.from_env({"RAGSTREAM_KAFKA_PORT": "29092", "RAGSTREAM_TRITON_METRICS": "true", "HOME": "/x"})
+    settings = Settings.from_env({"RAGSTREAM_KAFKA_PORT": "29092", "RAGSTREAM_TRITON_METRICS": "false", "HOME": "/x"})
     assert settings.kafka_port == 29092
-    assert settings.triton_metrics is True
+    assert settings.triton_metrics is False
 
 
 def test_addresses_switch_to_external_deployments() -> None:

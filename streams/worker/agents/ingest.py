@@ -22,7 +22,7 @@ from processors.ingest.tokenizer import MODEL_NAME
 from processors.ingest.writer import DocDone
 from schemas.events import Chunk, DocumentEvent, EmbeddedChunk
 from schemas.topics import Topic
-from streams import telemetry
+from streams import metrics, telemetry
 from streams.worker.app import TopicTable
 from streams.worker.outbox import Outbox
 from streams.worker.resources import Resources
@@ -34,7 +34,6 @@ INDEX_CONCURRENCY = 512
 _cache_lookups = telemetry.meter.create_counter(
     "ragstream_embedding_cache_lookups", description="Embedding cache lookups by result (hit/miss)"
 )
-_chunks_indexed = telemetry.meter.create_counter("ragstream_chunks_indexed", description="Chunks made live")
 
 
 def _count_lookups(hits: int, misses: int) -> None:
@@ -45,8 +44,9 @@ def _count_lookups(hits: int, misses: int) -> None:
 
 
 def _count_done(done: DocDone) -> None:
+    metrics.ingest_documents.add(1, {"status": done.status})
     if done.status == "indexed":
-        _chunks_indexed.add(done.chunks)
+        metrics.ingest_chunks.add(done.chunks)
 
 
 def ingest_processor(

@@ -1,0 +1,54 @@
+"""infra/deploy/validate.py on the real deployment files, and the dashboard checks it makes against the code."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+
+from infra.settings import REPO_ROOT
+from tests.conftest import deploy_validate
+
+
+@pytest.fixture(scope="module")
+def validate() -> ModuleType:
+    return deploy_validate()
+
+
+def test_the_deployment_files_pass_their_static_checks(validate: ModuleType) -> None:
+    report = validate.validate(require_yaml=True)
+    assert report.ok, report.errors
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        ("sum(rate(ragstream_requests_total[5m]))", {"ragstream_requests_total"}),
+        (
+            'histogram_quantile(0.95, sum by (le, model) (rate(ragstream_ttft_seconds_bucket{model="a(b"}[5m])))',
+            {"ragstream_ttft_seconds_bucket"},
+        ),
+        ("a / on(model) group_left(x) b offset 5m", {"a", "b"}),
+        ('1 - sum(x{outcome!="error"}) / sum(y) or vector(0)', {"x", "y"}),
+    ],
+)
+def test_metric_names_are_read_out_of_promql(validate: ModuleType, expr: str, names: set[str]) -> None:
+    assert validate.expression_metrics(expr) == names
+
+
+def test_a_panel_querying_a_metric_no_code_emits_is_an_error(validate: ModuleType) -> None:
+    emitted = validate.code_metrics(REPO_ROOT)
+    assert "ragstream_requests_total" in emitted and "ragstream_ttft_seconds_bucket" in emitted
+    queried = [f"sum(rate({name}[5m]))" for name in emitted if not name.startswith("!")]
+    report = validate.Report()
+    validate._check_metric_names(report, "d.json", [*queried, "rate(ragstream_cache_hits_total[5m])"], emitted)
+    assert report.errors == ["d.json: ragstream_cache_hits_total is queried but no code emits it "
+                             "(instruments: ('streams', 'processors'))"]  # fmt: skip
+
+
+def test_an_instrument_that_no_panel_shows_is_an_error(validate: ModuleType) -> None:
+    emitted = validate.code_metrics(REPO_ROOT)
+    queried = [f"sum({name})" for name in emitted if not name.startswith(("!", "ragstream_consumer_lag"))]
+    report = validate.Report()
+    validate._check_metric_names(report, "d.json", queried, emitted)
+    assert len(report.errors) == 1 and "no panel shows ragstream_consumer_lag" in report.errors[0]
