@@ -54,7 +54,7 @@ def isolated_settings(data_dir: Path, **overrides: object) -> Settings:
     # llm_echo streams the whole RAG prompt back: tests that need it uncut ask for more than the default 1024 tokens.
     defaults: dict[str, object] = {
         "topic_partitions": 2,
-        "start_timeout_s": 180.0,
+        "start_timeout_s": 420.0,  # a loaded or slow machine loads six Triton models slowly
         "offered_models": "model_that_does_not_exist",
         "max_answer_tokens": 4096,
     }
