@@ -146,6 +146,33 @@ async def test_a_blocked_question_gets_a_clear_error(
     assert outcome.code == "blocked" and outcome.stage == "input_guard"
 
 
+PYTHON_TUTORIAL = Path("/usr/share/doc/python3.11/html/tutorial")  # python3.11-doc, installed by set-up
+
+
+async def test_a_question_asked_during_a_bulk_ingest_is_answered(
+    corpus: dict[str, Path], stack_settings: Settings, tenants: tuple[str, str]
+) -> None:
+    """A knowledge base is re-indexed while people use it: the query path shares the worker, the CPU and Triton with
+    a bulk ingest (the tutorial's pages, a few hundred chunks) and must still answer, with its citations."""
+    acme, _ = tenants
+    bulk = asyncio.create_task(
+        ingest_client.ingest(
+            stack_settings, [PYTHON_TUTORIAL], f"{acme}-bulk", force=True, timeout_s=600, progress=False
+        )
+    )
+    await asyncio.sleep(2.0)  # the pages are on the documents topic and the worker is chunking and embedding them
+    assert not bulk.done(), "the ingest ended before the question was asked"
+    _, done, _ = await _ask(
+        stack_settings, "How do I reset the frobnicator?", acme, model="llm_echo", max_tokens=300, use_cache=False
+    )
+    overlapped = not bulk.done()
+    report = await bulk
+    assert isinstance(done, AnswerDone), done
+    assert done.citations and all(c.doc_id.endswith("frobnicator.md") for c in done.citations)
+    assert overlapped, "the ingest finished before the answer: the two did not run at the same time"
+    assert report.ok and report.indexed == report.files, report
+
+
 async def test_a_triton_outage_answers_every_waiting_client_with_an_error(
     corpus: dict[str, Path], stack: Stack, stack_settings: Settings, tenants: tuple[str, str]
 ) -> None:

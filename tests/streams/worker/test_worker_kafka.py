@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import NewTopic
 
+from infra.kafka_admin import ensure_topics
 from infra.settings import Settings
 from infra.stack import Stack
 from schemas.codec import EventDecoder, encode
-from schemas.events import AnswerDone, AnswerError, DeadLetter, QueryOptions, QueryRequest, ReplyTo, TokenDelta
+from schemas.events import (
+    AnswerDone,
+    AnswerError,
+    DeadLetter,
+    QueryOptions,
+    QueryRequest,
+    ReplyTo,
+    TokenDelta,
+    new_id,
+)
 from schemas.topics import Topic
 from streams.clients.asker import KafkaAsker
 from streams.kafka import follow_from_end
+from streams.worker.replies import ReplyAddresses
 from tests.conftest import QUESTION, WorkerProcess
 
 
@@ -138,6 +151,36 @@ async def test_requests_naming_missing_or_foreign_reply_topics_are_dead_letters_
     assert "is not a reply topic" in reasons[b"foreign"]
     assert "has no partition 99" in reasons[b"partition"]
     assert {letter.error_type for letter in letters} == {"InvalidReplyAddress"}
+
+
+async def test_a_reply_topic_created_while_its_address_is_checked_is_accepted(stack_settings: Settings) -> None:
+    """A bridge asks the moment its reply topic exists; the worker's metadata may not show it yet. The check looks
+    again for a moment instead of refusing a live bridge's first requests, and still refuses a topic that never
+    appears."""
+    replies = ReplyAddresses(stack_settings, confirm_s=3.0)
+    topic = stack_settings.bridge_reply_topic(f"late{new_id()[:8]}")
+    try:
+
+        async def create_soon() -> None:
+            await asyncio.sleep(0.5)
+            new = NewTopic(name=topic, num_partitions=2, replication_factor=1)
+            await ensure_topics(stack_settings, (), extra=[new])
+
+        creating = asyncio.create_task(create_soon())
+        # ten requests at once, as a bridge's first clients send them: none is refused
+        problems = await asyncio.gather(*(replies.problem(ReplyTo(topic=topic, partition=1)) for _ in range(10)))
+        assert problems == [None] * 10
+        await creating
+        never = stack_settings.bridge_reply_topic(f"never{new_id()[:8]}")
+        started = time.monotonic()
+        problem = await replies.problem(ReplyTo(topic=never))
+        assert problem is not None and "does not exist" in problem
+        assert time.monotonic() - started < 5.0
+        started = time.monotonic()
+        assert await replies.problem(ReplyTo(topic=never)) is not None  # refused again without waiting
+        assert time.monotonic() - started < 0.5
+    finally:
+        await replies.close()
 
 
 async def test_a_failing_model_answers_the_client_with_an_error_event(
