@@ -35,6 +35,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kafka_heap: str = "-Xms256m -Xmx768m"
     # Set to use an existing cluster instead of the local one.
     kafka_bootstrap: str = ""
+    # Kafka security (infra/kafka_security.py, infra/deploy/README.md "Kafka security"). PLAINTEXT is the open local
+    # development broker; production uses SASL_SSL (or SASL_PLAINTEXT on a private network) with SCRAM, one user per
+    # role (bridge, worker, ingest, operator, and the admin that creates topics and ACLs). The password is a secret.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    # CA bundle that signed the brokers' certificates (SASL_SSL); "" = the system's CAs.
+    kafka_ssl_cafile: str = ""
+    # The local broker only (`ragstream up kafka` with SASL_PLAINTEXT): SCRAM users created when its storage is
+    # formatted, as comma-separated user:password pairs ("bridge:...,worker:..."). kafka_username/kafka_password
+    # become its super user (the admin), which also creates the ACLs of the role users.
+    kafka_users: str = ""
     topic_prefix: str = "ragstream"
     # Partitions of the high-volume topics; the unit of worker parallelism.
     topic_partitions: int = 4

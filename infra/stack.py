@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.kafka_admin import ensure_topics
+from infra.kafka_security import apply_acls, secured
 from infra.services._process import Service, ServiceError, Status
 from infra.services.bridge import BridgeService
 from infra.services.kafka import Kafka
@@ -115,6 +116,8 @@ class Stack:
             raise
         if any(service.name == "kafka" for service in chosen):
             asyncio.run(ensure_topics(self.settings))
+            if secured(self.settings):
+                asyncio.run(apply_acls(self.settings))
         return [service.status() for service in chosen]
 
     def down(self, names: Sequence[str] = ()) -> list[tuple[str, bool]]:

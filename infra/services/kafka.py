@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from infra.kafka_security import check_credential, parse_users, secured
 from infra.services._process import Launch, Service, ServiceError
 
 _KAFKA_DIR = Path(__file__).resolve().parent.parent / "kafka"
@@ -109,6 +110,48 @@ class Kafka(Service):
             raise ServiceError(f"kafka: fetching jars with Maven failed:\n{result.stdout[-3000:]}{result.stderr}")
         marker.write_text(self.settings.kafka_version)
 
+    def security_config(self) -> dict[str, str]:
+        """SASL/SCRAM on the client listener, SASL/PLAIN between the broker and its controller, ACLs enforced.
+
+        The admin (``kafka_username``) is the only super user: the broker authenticates as it to itself and to the
+        controller; everyone else needs ACLs (:mod:`infra.kafka_security`). Nothing listens unauthenticated.
+        """
+        s = self.settings
+        if s.kafka_security_protocol != "SASL_PLAINTEXT":
+            raise ServiceError(
+                f"kafka: the local broker runs PLAINTEXT or SASL_PLAINTEXT, not {s.kafka_security_protocol} "
+                "(SASL_SSL is for a production cluster: set RAGSTREAM_KAFKA_BOOTSTRAP)"
+            )
+        admin, password = s.kafka_username, s.kafka_password
+        if not admin or not password:
+            raise ServiceError("kafka: a secured local broker needs RAGSTREAM_KAFKA_USERNAME and _PASSWORD (its admin)")
+        check_credential(admin, password)
+        mechanism = s.kafka_sasl_mechanism
+        return {
+            "listeners": f"SASL_PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{s.host}:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+            "listener.name.sasl_plaintext.sasl.enabled.mechanisms": mechanism,
+            "sasl.mechanism.inter.broker.protocol": mechanism,
+            f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{admin}" password="{password}";'
+            ),
+            # SCRAM credentials live in the metadata the controller serves, so the controller listener uses PLAIN
+            # with the admin as its only user.
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{admin}" password="{password}" user_{admin}="{password}";'
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{admin}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
     def write_config(self) -> None:
         s = self.settings
         lines = {
@@ -120,6 +163,7 @@ class Kafka(Service):
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            **(self.security_config() if secured(s) else {}),
             "log.dirs": str(self.home / "data"),
             "num.partitions": str(s.topic_partitions),
             # Topics are declared in schemas/topics.py and created by `ragstream up`; a typo must not create one.
@@ -136,6 +180,7 @@ class Kafka(Service):
         }
         self.home.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        self.config_file.chmod(0o600)  # holds the admin's password when secured
 
     def _java(self, main_class: str, *args: str) -> list[str]:
         return [
@@ -150,9 +195,24 @@ class Kafka(Service):
             *args,
         ]
 
+    @property
+    def _mode_file(self) -> Path:
+        return self.home / "security"
+
     def format_storage(self) -> None:
-        """Format the KRaft metadata log once; the cluster id is kept so restarts reuse the same storage."""
+        """Format the KRaft metadata log once; the cluster id is kept so restarts reuse the same storage.
+
+        A secured broker gets its SCRAM users (the admin and ``kafka_users``) here, as the first metadata records:
+        SCRAM credentials cannot be created over the network before a user exists who may create them.
+        """
+        mode = self.settings.kafka_security_protocol
         if (self.home / "data" / "meta.properties").exists():
+            formatted = self._mode_file.read_text().strip() if self._mode_file.exists() else "PLAINTEXT"
+            if formatted != mode:
+                raise ServiceError(
+                    f"kafka: the storage in {self.home} was formatted for {formatted}, not {mode}; "
+                    "use another RAGSTREAM_DATA_DIR (SCRAM users are created when the storage is formatted)"
+                )
             return
         cluster_id_file = self.home / "cluster.id"
         if not cluster_id_file.exists():
@@ -167,6 +227,7 @@ class Kafka(Service):
                 f"--config={self.config_file}",
                 "--standalone",
                 "--ignore-formatted",
+                *self._scram_arguments(),
             ),
             capture_output=True,
             text=True,
@@ -174,6 +235,15 @@ class Kafka(Service):
         )
         if result.returncode != 0:
             raise ServiceError(f"kafka: formatting storage failed:\n{result.stdout}{result.stderr}")
+        self._mode_file.write_text(mode)
+
+    def _scram_arguments(self) -> list[str]:
+        s = self.settings
+        if not secured(s):
+            return []
+        users = {s.kafka_username: s.kafka_password, **parse_users(s.kafka_users)}
+        mechanism = s.kafka_sasl_mechanism
+        return [f"--add-scram={mechanism}=[name={name},password={password}]" for name, password in users.items()]
 
     def prepare(self) -> None:
         if java_major_version() < 17:

@@ -41,6 +41,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from infra.kafka_admin import ensure_topics
+from infra.kafka_security import client_options
 from infra.settings import Settings
 from processors.query.requests import request_problem
 from schemas.codec import DecodeError, EventDecoder, encode
@@ -122,9 +123,14 @@ class Bridge:
         self.keys = KeyRing(settings.api_keys)
         self.limits = request_limits(settings)
         self.quotas = Quotas(settings)
-        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0)
+        auth = client_options(settings)
+        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0, **auth)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
+            bootstrap_servers=settings.kafka_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            **auth,
         )
         self._requests: dict[str, _Request] = {}
         self._clients: set[_Client] = set()
