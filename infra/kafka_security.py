@@ -12,6 +12,7 @@ Who may do what is declared once, in :func:`acl_bindings`, per role; each role i
   bridge reply topics, acks, cache invalidations, dead letters and evaluation results. It cannot write requests.
 - ``ingest``: writes documents, reads their acks. It can neither ask nor answer.
 - ``operator``: the command-line tools (``ragstream ask``, ``ingest``, ``eval``, ``prompts``, ``replay``).
+- ``monitor``: consumer-group lag exporters; describes topics and groups, reads no records.
 
 Anyone else, and any unauthenticated client, can do nothing: the broker runs ``StandardAuthorizer`` with
 ``allow.everyone.if.no.acl.found=false``, and the admin (a super user) creates topics and these ACLs.
@@ -33,7 +34,7 @@ from aiokafka.protocol.admin import CreateAclsRequest
 from infra.settings import Settings
 from schemas.topics import Topic
 
-ROLES = ("bridge", "worker", "ingest", "operator")
+ROLES = ("bridge", "worker", "ingest", "operator", "monitor")
 
 
 def secured(settings: Settings) -> bool:
@@ -160,6 +161,7 @@ def acl_bindings(settings: Settings, users: Mapping[str, str] | None = None) -> 
             Topic.DOCUMENTS,
             Topic.PROMPTS,
             Topic.EVAL_CASES,
+            Topic.EVAL_RESULTS,
         ),
         *topics(
             "operator",
@@ -171,6 +173,9 @@ def acl_bindings(settings: Settings, users: Mapping[str, str] | None = None) -> 
             Topic.EVAL_RESULTS,
         ),
         *prefix("operator", Resource.TOPIC, everything, Operation.DESCRIBE),
+        # Lag exporters (kafka-exporter): topic and group offsets, no records.
+        *prefix("monitor", Resource.TOPIC, everything, Operation.DESCRIBE),
+        *prefix("monitor", Resource.GROUP, settings.app_id, Operation.DESCRIBE),
     ]
 
 

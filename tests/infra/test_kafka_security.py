@@ -35,7 +35,13 @@ from tests.conftest import isolated_settings, settings_env
 
 pytestmark = pytest.mark.services
 
-PASSWORDS = {"bridge": "b-Secret1", "worker": "w-Secret2", "ingest": "i-Secret3", "operator": "o-Secret4"}
+PASSWORDS = {
+    "bridge": "b-Secret1",
+    "worker": "w-Secret2",
+    "ingest": "i-Secret3",
+    "operator": "o-Secret4",
+    "monitor": "m-Secret6",
+}
 # A real SCRAM user with no ACL at all: authenticated, yet allowed nothing.
 STRANGER = ("stranger", "s-Secret5")
 INSTANCE = "bridge-a"
@@ -129,7 +135,8 @@ async def test_only_the_bridge_and_trusted_roles_write_requests(admin: Settings)
     before = await end_offset(admin, queries)
     await produce(as_user(admin, "bridge"), queries, b"from-bridge")
     await produce(as_user(admin, "operator"), queries, b"from-operator")
-    for denied in (as_user(admin, "worker"), as_user(admin, "ingest"), as_user(admin, *STRANGER)):
+    denied_users = [as_user(admin, user) for user in ("worker", "ingest", "monitor")] + [as_user(admin, *STRANGER)]
+    for denied in denied_users:
         with pytest.raises(TopicAuthorizationFailedError):
             await produce(denied, queries, b"forged")
     assert await end_offset(admin, queries) == before + 2
@@ -140,7 +147,7 @@ async def test_only_the_worker_writes_replies(admin: Settings, reply_topic: str)
     before = {topic: await end_offset(admin, topic) for topic in (reply_topic, answers)}
     await produce(as_user(admin, "worker"), reply_topic, b"answer")
     await produce(as_user(admin, "worker"), answers, b"answer")
-    for user in ("bridge", "ingest", "operator"):
+    for user in ("bridge", "ingest", "operator", "monitor"):
         for topic in (reply_topic, answers):
             with pytest.raises(TopicAuthorizationFailedError):
                 await produce(as_user(admin, user), topic, b"forged answer")
