@@ -28,6 +28,7 @@ from infra.services._process import ServiceError
 from infra.services.kafka import Kafka
 from infra.settings import Settings
 from schemas.topics import Topic
+from streams.bridge.server import Bridge
 from streams.clients.asker import KafkaAsker
 from streams.clients.ingest import DocumentChannel
 from streams.worker.app import broker_credentials
@@ -253,3 +254,48 @@ def test_kafka_setup_command_is_idempotent(admin: Settings) -> None:
     assert result.returncode == 0, result.stderr
     assert "topics created: 0" in result.stdout
     assert f"ACL bindings applied: {len(acl_bindings(admin))}" in result.stdout
+
+
+async def test_the_bridge_starts_as_the_bridge_user(admin: Settings) -> None:
+    """The bridge's own start: it checks the topics, creates its reply topic, replays it and serves."""
+    bridge = Bridge(as_user(admin, "bridge").with_changes(bridge_port=0, bridge_metrics_port=0), instance="bridge-c")
+    await bridge.start()
+    try:
+        assert bridge.serving
+        assert await end_offset(admin, admin.bridge_reply_topic("bridge-c")) == 0  # created, by the bridge
+    finally:
+        await bridge.stop()
+
+
+async def test_the_worker_process_consumes_and_produces_as_the_worker_user(admin: Settings, tmp_path: Path) -> None:
+    """`ragstream worker` (Faust) with the worker's credentials joins its consumer group and writes: an undecodable
+    document that the ingest user sends comes back as the worker's dead letter."""
+    worker = as_user(admin, "worker").with_changes(data_dir=str(tmp_path))
+    (tmp_path / "worker").mkdir()
+    dead_letters = admin.topic(Topic.DEAD_LETTERS)
+    before = await end_offset(admin, dead_letters)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "streams", "worker", "--role", "ingest"),
+            env=settings_env(worker),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        await produce(as_user(admin, "ingest"), admin.topic(Topic.DOCUMENTS), b"\xc1 not msgpack")
+        deadline = asyncio.get_running_loop().time() + 120
+        while await end_offset(admin, dead_letters) == before:
+            assert proc.returncode is None, log.read_text()[-3000:]
+            assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(1)
+    finally:
+        proc.terminate()  # by its PID
+        try:
+            await asyncio.wait_for(proc.wait(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    assert "AuthorizationFailed" not in log.read_text()
