@@ -13,6 +13,11 @@ from infra.settings import Settings
 from schemas.topics import TOPICS, TopicSpec
 
 
+def topic_durability(settings: Settings) -> dict[str, str]:
+    """The per-topic config that makes ``acks=all`` mean "on ``min_insync_replicas`` brokers"."""
+    return {"min.insync.replicas": str(settings.min_insync_replicas)}
+
+
 async def ensure_topics(
     settings: Settings, specs: Iterable[TopicSpec] = TOPICS, *, extra: Iterable[NewTopic] = ()
 ) -> list[str]:
@@ -21,8 +26,8 @@ async def ensure_topics(
         NewTopic(
             name=settings.topic(spec.topic),
             num_partitions=spec.partition_count(settings.topic_partitions),
-            replication_factor=1,
-            topic_configs=dict(spec.config),
+            replication_factor=settings.replication_factor,
+            topic_configs={**topic_durability(settings), **spec.config},
         )
         for spec in specs
     ]

@@ -40,7 +40,7 @@ from aiokafka.errors import KafkaError
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-from infra.kafka_admin import ensure_topics
+from infra.kafka_admin import ensure_topics, topic_durability
 from infra.kafka_security import client_options
 from infra.settings import Settings
 from processors.query.requests import request_problem
@@ -162,8 +162,12 @@ class Bridge:
         topic = NewTopic(
             name=self.reply_topic,
             num_partitions=self.settings.topic_partitions,
-            replication_factor=1,
-            topic_configs={"cleanup.policy": "delete", "retention.ms": str(retention_ms)},
+            replication_factor=self.settings.replication_factor,
+            topic_configs={
+                **topic_durability(self.settings),
+                "cleanup.policy": "delete",
+                "retention.ms": str(retention_ms),
+            },
         )
         await ensure_topics(self.settings, extra=[topic])
         await self._producer.start()

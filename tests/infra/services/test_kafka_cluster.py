@@ -1,0 +1,173 @@
+"""A 3-node KRaft cluster started by the project on this machine (replication factor 3, min.insync.replicas 2):
+every record acknowledged with acks=all survives kill -9 of a broker, and the cluster keeps serving without it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from infra.services._process import ServiceError
+from infra.services.kafka import Kafka
+from infra.settings import Settings
+from infra.stack import Stack
+from schemas.topics import Topic
+from tests.conftest import isolated_settings
+
+pytestmark = pytest.mark.services
+
+
+def free_port_block(size: int) -> int:
+    """The first port of ``size`` consecutive free loopback ports (node n uses base + 2(n-1) and the next one)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size >= 65535:
+            continue
+        try:
+            held = []
+            for port in range(base, base + size):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError("no block of free ports")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = free_port_block(6)
+    settings = isolated_settings(
+        tmp_path_factory.mktemp("kafka-cluster"), kafka_brokers=3, kafka_port=base, kafka_controller_port=base + 1
+    )
+    stack = Stack(settings)
+    try:
+        stack.up(["kafka"])  # three nodes, then the topics
+        yield stack
+    finally:
+        stack.down(["kafka"])  # by the PIDs they wrote
+
+
+def nodes(stack: Stack) -> list[Kafka]:
+    return [service for service in stack.services.values() if isinstance(service, Kafka)]
+
+
+async def replica_state(settings: Settings, topic: str) -> dict[int, tuple[int, list[int], list[int]]]:
+    """partition -> (leader, replicas, in-sync replicas), from fresh metadata."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None)
+    await consumer.start()
+    try:
+        metadata = await consumer._client.fetch_all_metadata()
+        return {p: (m.leader, list(m.replicas), list(m.isr)) for p, m in metadata._partitions[topic].items()}
+    finally:
+        await consumer.stop()
+
+
+def test_three_nodes_serve_topics_with_three_replicas_two_in_sync(cluster: Stack) -> None:
+    settings = cluster.settings
+    assert [node.name for node in nodes(cluster)] == ["kafka", "kafka-2", "kafka-3"]
+    assert all(status.state == "up" for status in cluster.status(["kafka"]))
+    assert settings.replication_factor == 3 and settings.min_insync_replicas == 2
+    assert len(settings.kafka_servers.split(",")) == 3
+    state = asyncio.run(replica_state(settings, settings.topic(Topic.QUERIES)))
+    assert len(state) == settings.topic_partitions
+    for leader, replicas, isr in state.values():
+        assert sorted(replicas) == [1, 2, 3] and sorted(isr) == [1, 2, 3] and leader in replicas
+
+
+async def test_acknowledged_records_survive_kill_9_of_a_broker_and_the_cluster_keeps_serving(cluster: Stack) -> None:
+    settings = cluster.settings
+    topic = settings.topic(Topic.QUERIES)
+    before = await replica_state(settings, topic)
+    victim_id = before[0][0]  # the leader of partition 0: the hardest broker to lose
+    victim = next(node for node in nodes(cluster) if node.node == victim_id)
+    victim_pid = victim._read_pid()
+    assert victim_pid is not None
+
+    acked: list[bytes] = []
+    failed = 0
+    killed_at: float | None = None
+    first_ack_after_kill: float | None = None
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_servers, acks="all", request_timeout_ms=10_000, retry_backoff_ms=200
+    )
+    await producer.start()
+    try:
+        for i in range(400):
+            value = f"record-{i}".encode()
+            if i == 150:
+                os.kill(victim_pid, signal.SIGKILL)  # kill -9, mid-stream
+                killed_at = time.monotonic()
+            try:
+                await asyncio.wait_for(producer.send_and_wait(topic, value, partition=i % 2), 30)
+            except (KafkaError, TimeoutError):
+                failed += 1  # not acknowledged: the client knows, and may retry
+                continue
+            acked.append(value)
+            if killed_at is not None and first_ack_after_kill is None:
+                first_ack_after_kill = time.monotonic()
+    finally:
+        await producer.stop()
+    assert killed_at is not None and first_ack_after_kill is not None
+    recovery_s = first_ack_after_kill - killed_at
+    print(f"acked {len(acked)}/400, failed {failed}, first ack {recovery_s:.2f} s after kill -9 of node {victim_id}")
+    assert len(acked) >= 390, f"the cluster stopped serving: {failed} produces failed"
+    assert recovery_s < 30
+
+    # Every acknowledged record is there, read from the two survivors.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        seen: set[bytes] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in partitions]
+            if all(position >= ends[tp] for position, tp in zip(positions, partitions, strict=True)):
+                break
+            batch = await consumer.getmany(timeout_ms=1000)
+            seen.update(record.value for records in batch.values() for record in records if record.value)
+    finally:
+        await consumer.stop()
+    lost = [value for value in acked if value not in seen]
+    assert lost == [], f"{len(lost)} acknowledged records lost"
+
+    # The survivors lead every partition; the dead node is out of the in-sync set, and min.insync.replicas 2 holds.
+    after = await replica_state(settings, topic)
+    for leader, _replicas, isr in after.values():
+        assert leader != victim_id and victim_id not in isr and len(isr) >= 2
+
+    # The node comes back (same data dir, `ragstream up kafka` is idempotent) and rejoins every in-sync set.
+    await asyncio.to_thread(cluster.up, ["kafka"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if all(sorted(isr) == [1, 2, 3] for _l, _r, isr in (await replica_state(settings, topic)).values()):
+            break
+        await asyncio.sleep(1)
+    else:
+        raise AssertionError(f"node {victim_id} did not rejoin the in-sync replicas")
+
+
+def test_two_nodes_are_refused(tmp_path: Path) -> None:
+    """Two controller voters cannot lose one: a 2-node cluster would look redundant and is not."""
+    with pytest.raises(ServiceError, match="1, or 3 or more"):
+        Stack(isolated_settings(tmp_path, kafka_brokers=2))
