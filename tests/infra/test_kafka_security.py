@@ -85,8 +85,8 @@ async def produce(settings: Settings, topic: str, value: bytes = b"x") -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_servers, acks="all", request_timeout_ms=5000, **client_options(settings)
     )
-    await producer.start()
     try:
+        await producer.start()
         await asyncio.wait_for(producer.send_and_wait(topic, value), 20)
     finally:
         await producer.stop()
