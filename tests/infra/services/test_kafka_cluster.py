@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from infra.kafka_security import client_options
 from infra.services._process import ServiceError
 from infra.services.kafka import Kafka
 from infra.settings import Settings
@@ -171,3 +172,38 @@ def test_two_nodes_are_refused(tmp_path: Path) -> None:
     """Two controller voters cannot lose one: a 2-node cluster would look redundant and is not."""
     with pytest.raises(ServiceError, match="1, or 3 or more"):
         Stack(isolated_settings(tmp_path, kafka_brokers=2))
+
+
+async def test_a_secured_cluster_authenticates_on_every_node(tmp_path: Path) -> None:
+    """SCRAM between the brokers, PLAIN to the controllers, ACLs from `up`: the bridge writes a request across the
+    cluster, an anonymous client is refused by every node."""
+    base = free_port_block(6)
+    settings = isolated_settings(
+        tmp_path,
+        kafka_brokers=3,
+        kafka_port=base,
+        kafka_controller_port=base + 1,
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_username="admin",
+        kafka_password="a-Secret0",
+        kafka_users="bridge:b-Secret1",
+    )
+    stack = Stack(settings)
+    try:
+        await asyncio.to_thread(stack.up, ["kafka"])  # formats each node with the users, then topics and ACLs
+        bridge = settings.with_changes(kafka_username="bridge", kafka_password="b-Secret1")
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", **client_options(bridge))
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topic(Topic.QUERIES), b"asked")
+        finally:
+            await producer.stop()
+        for node in nodes(stack):
+            anonymous = AIOKafkaProducer(bootstrap_servers=node.address, request_timeout_ms=3000)
+            try:
+                with pytest.raises(KafkaConnectionError):
+                    await anonymous.start()
+            finally:
+                await anonymous.stop()
+    finally:
+        await asyncio.to_thread(stack.down, ["kafka"])
