@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from infra.kafka_security import client_options
+from infra.kafka_security import admin_client, client_options
 from infra.services._process import ServiceError
 from infra.services.kafka import Kafka
 from infra.settings import Settings
@@ -88,6 +89,19 @@ def test_three_nodes_serve_topics_with_three_replicas_two_in_sync(cluster: Stack
     assert len(state) == settings.topic_partitions
     for leader, replicas, isr in state.values():
         assert sorted(replicas) == [1, 2, 3] and sorted(isr) == [1, 2, 3] and leader in replicas
+    # acks=all then waits for two brokers (a broker default too: Faust's offsets topic is created on first use).
+    for topic in (settings.topic(Topic.QUERIES), settings.topic(Topic.PROMPTS)):
+        assert asyncio.run(topic_config(settings, topic, "min.insync.replicas")) == "2", topic
+
+
+async def topic_config(settings: Settings, topic: str, key: str) -> str | None:
+    admin = await admin_client(settings)
+    try:
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {key: None})])
+        entries = {entry[0]: entry[1] for resource in response.resources for entry in resource[4]}
+        return entries.get(key)
+    finally:
+        await admin.close()
 
 
 async def test_acknowledged_records_survive_kill_9_of_a_broker_and_the_cluster_keeps_serving(cluster: Stack) -> None:
