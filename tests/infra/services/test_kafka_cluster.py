@@ -7,6 +7,8 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +23,10 @@ from infra.services._process import ServiceError
 from infra.services.kafka import Kafka
 from infra.settings import Settings
 from infra.stack import Stack
+from schemas.codec import EventDecoder
+from schemas.events import DeadLetter
 from schemas.topics import Topic
-from tests.conftest import isolated_settings
+from tests.conftest import isolated_settings, settings_env
 
 pytestmark = pytest.mark.services
 
@@ -221,3 +225,73 @@ async def test_a_secured_cluster_authenticates_on_every_node(tmp_path: Path) -> 
                 await anonymous.stop()
     finally:
         await asyncio.to_thread(stack.down, ["kafka"])
+
+
+async def test_the_worker_keeps_serving_through_kill_9_of_a_broker(cluster: Stack, tmp_path: Path) -> None:
+    """`ragstream worker` (Faust: a consumer group, offsets on the replicated __consumer_offsets, acks=all) on the
+    cluster: every input sent before, during and after kill -9 of the leader of its input partition is handled
+    (each undecodable document becomes the worker's dead letter), with no restart of the worker."""
+    settings = cluster.settings.with_changes(data_dir=str(tmp_path))
+    (tmp_path / "worker").mkdir()
+    documents, dead_letters = settings.topic(Topic.DOCUMENTS), settings.topic(Topic.DEAD_LETTERS)
+    decoder: EventDecoder[DeadLetter] = EventDecoder(DeadLetter)
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "streams", "worker", "--role", "ingest"),
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    handled: set[tuple[int, int]] = set()
+    reader = AIOKafkaConsumer(
+        dead_letters, bootstrap_servers=settings.kafka_servers, group_id=None, auto_offset_reset="latest"
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", request_timeout_ms=10_000)
+    sent: set[tuple[int, int]] = set()
+    try:
+        await reader.start()
+        await reader.getmany(timeout_ms=500)  # positioned at the end before anything is sent
+        await producer.start()
+
+        async def send(i: int) -> None:
+            metadata = await producer.send_and_wait(documents, b"\xc1 poison %d" % i, partition=0)
+            sent.add((metadata.partition, metadata.offset))
+
+        async def collect(until: float) -> None:
+            while time.monotonic() < until and not sent <= handled:
+                for records in (await reader.getmany(timeout_ms=500)).values():
+                    for record in records:
+                        letter = decoder.decode(record.value or b"")
+                        if letter.source_topic == documents:
+                            handled.add((letter.partition, letter.offset))
+
+        await send(0)
+        await collect(time.monotonic() + 120)  # the worker joined its group and answers
+        assert sent <= handled, log.read_text()[-3000:]
+        victim_id = (await replica_state(settings, documents))[0][0]
+        victim = next(node for node in nodes(cluster) if node.node == victim_id)
+        victim_pid = victim._read_pid()
+        assert victim_pid is not None
+        os.kill(victim_pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        for i in range(1, 21):
+            await send(i)
+            await asyncio.sleep(0.1)
+        await collect(time.monotonic() + 120)
+        recovered_s = time.monotonic() - killed_at
+        print(f"worker: {len(sent)} inputs, {len(sent & handled)} handled, all within {recovered_s:.1f} s of the kill")
+        assert sent <= handled, f"unhandled: {sorted(sent - handled)}\n{log.read_text()[-3000:]}"
+        assert worker.returncode is None, "the worker stopped"
+    finally:
+        await producer.stop()
+        await reader.stop()
+        worker.terminate()  # by its PID
+        try:
+            await asyncio.wait_for(worker.wait(), 30)
+        except TimeoutError:
+            worker.kill()
+            await worker.wait()
+        await asyncio.to_thread(cluster.up, ["kafka"])  # the killed node back, for whatever runs next
