@@ -33,8 +33,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap: str = "-Xms256m -Xmx768m"
+    # Nodes of the local Kafka: 1 (one combined broker+controller) or 3 or more, each a broker and a controller
+    # voter (a quorum survives losing a minority). Node n (1-based) listens on kafka_port + 2(n-1), its controller
+    # on kafka_controller_port + 2(n-1): 19092/19093, 19094/19095, 19096/19097 by default.
+    kafka_brokers: int = 1
+    # Replicas of every topic ragstream creates, and how many must have a record before a produce with acks=all is
+    # acknowledged. 0 = derived: min(3, kafka_brokers) replicas, and 2 in sync when there are 3 or more (so an
+    # acknowledged record survives the loss of any one broker, and producing continues without it), else 1.
+    topic_replication_factor: int = 0
+    topic_min_insync_replicas: int = 0
     # Set to use an existing cluster instead of the local one.
     kafka_bootstrap: str = ""
+    # Kafka security (infra/kafka_security.py, infra/deploy/README.md "Kafka security"). PLAINTEXT is the open local
+    # development broker; production uses SASL_SSL (or SASL_PLAINTEXT on a private network) with SCRAM, one user per
+    # role (bridge, worker, ingest, operator, and the admin that creates topics and ACLs). The password is a secret.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    # CA bundle that signed the brokers' certificates (SASL_SSL); "" = the system's CAs.
+    kafka_ssl_cafile: str = ""
+    # The local broker only (`ragstream up kafka` with SASL_PLAINTEXT): SCRAM users created when its storage is
+    # formatted, as comma-separated user:password pairs ("bridge:...,worker:..."). kafka_username/kafka_password
+    # become its super user (the admin), which also creates the ACLs of the role users.
+    kafka_users: str = ""
     topic_prefix: str = "ragstream"
     # Partitions of the high-volume topics; the unit of worker parallelism.
     topic_partitions: int = 4
@@ -206,7 +228,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def kafka_servers(self) -> str:
-        return self.kafka_bootstrap or f"{self.host}:{self.kafka_port}"
+        """The bootstrap list: every local node, so a client can start while any one of them is down."""
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return ",".join(f"{self.host}:{self.kafka_node_ports(n)[0]}" for n in range(1, self.kafka_brokers + 1))
+
+    def kafka_node_ports(self, node: int) -> tuple[int, int]:
+        """(client port, controller port) of local Kafka node ``node`` (1-based)."""
+        offset = 2 * (node - 1)
+        return self.kafka_port + offset, self.kafka_controller_port + offset
+
+    @property
+    def replication_factor(self) -> int:
+        if self.topic_replication_factor:
+            return self.topic_replication_factor
+        return min(3, self.kafka_brokers) if not self.kafka_bootstrap else 1
+
+    @property
+    def min_insync_replicas(self) -> int:
+        if self.topic_min_insync_replicas:
+            return self.topic_min_insync_replicas
+        return 2 if self.replication_factor >= 3 else 1
 
     @property
     def redis_address(self) -> str:

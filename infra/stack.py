@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.kafka_admin import ensure_topics
+from infra.kafka_security import apply_acls, secured
 from infra.services._process import Service, ServiceError, Status
 from infra.services.bridge import BridgeService
-from infra.services.kafka import Kafka
+from infra.services.kafka import kafka_nodes
 from infra.services.milvus import Milvus
 from infra.services.prometheus import Prometheus
 from infra.services.redis import Redis
@@ -79,7 +80,7 @@ class Stack:
         self.services: dict[str, Service] = {
             service.name: service
             for service in (
-                Kafka(settings),
+                *kafka_nodes(settings),
                 Redis(settings),
                 Milvus(settings),
                 Triton(settings),
@@ -90,12 +91,14 @@ class Stack:
         }
 
     def select(self, names: Sequence[str] = (), *, default: Sequence[str] = INFRASTRUCTURE) -> list[Service]:
-        names = [service for name in names for service in PARTS.get(name, (name,))]
+        # "kafka" stands for every node of a local cluster (kafka, kafka-2, kafka-3, ...).
+        parts = {**PARTS, "kafka": tuple(name for name in self.services if name.split("-")[0] == "kafka")}
+        names = [service for name in names for service in parts.get(name, (name,))]
         unknown = set(names) - set(self.services)
         if unknown:
-            known = sorted([*self.services, *PARTS])
+            known = sorted({*self.services, *parts})
             raise ServiceError(f"unknown service(s) {sorted(unknown)}; known: {known}")
-        chosen = names or default
+        chosen = names or [service for name in default for service in parts.get(name, (name,))]
         return [service for name, service in self.services.items() if name in chosen]
 
     def up(self, names: Sequence[str] = ()) -> list[Status]:
@@ -115,6 +118,8 @@ class Stack:
             raise
         if any(service.name == "kafka" for service in chosen):
             asyncio.run(ensure_topics(self.settings))
+            if secured(self.settings):
+                asyncio.run(apply_acls(self.settings))
         return [service.status() for service in chosen]
 
     def down(self, names: Sequence[str] = ()) -> list[tuple[str, bool]]:

@@ -4,6 +4,7 @@ end, and a producer plus a tailing consumer that start and stop together (:class
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -73,11 +74,27 @@ class ProducerAndTail:
     Started in that order (producer, consumer at the end, reader) so nothing sent after ``__aenter__`` is missed.
     """
 
-    def __init__(self, bootstrap: str, tail_topic: str, *, fetch_max_wait_ms: int = 10, **producer: Any) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        tail_topic: str,
+        *,
+        fetch_max_wait_ms: int = 10,
+        auth: Mapping[str, Any] | None = None,
+        **producer: Any,
+    ) -> None:
+        """``auth``: the security options of both clients (:func:`infra.kafka_security.client_options`)."""
         self.tail_topic = tail_topic
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **{"acks": "all", "linger_ms": 0, **producer})
+        auth = dict(auth or {})
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, **{"acks": "all", "linger_ms": 0, **producer, **auth}
+        )
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms, group_id=None
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            group_id=None,
+            **auth,
         )
         self._reader: asyncio.Task[None] | None = None
 

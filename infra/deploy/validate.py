@@ -381,6 +381,53 @@ def _has_healthcheck(service: Mapping[str, Any]) -> bool:
     return bool(healthcheck.get("test")) and not healthcheck.get("disable", False)
 
 
+# Every SCRAM user the ACLs of infra/kafka_security.py name (ROLES), plus the admin that creates them.
+KAFKA_USERS = ("admin", "bridge", "worker", "ingest", "operator", "monitor")
+
+
+def check_kafka_security(report: Report, services: Mapping[str, Mapping[str, Any]]) -> None:
+    """Kafka authenticates every listener and enforces ACLs; every ragstream service logs in as its own user."""
+    env = _as_map(services.get("kafka", {}).get("environment"))
+    protocols = [item.split(":", 1)[-1] for item in str(env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "")).split(",")]
+    report.check(
+        bool(protocols) and all(p.startswith("SASL_") for p in protocols),
+        f"compose.yaml: every Kafka listener must use SASL (listener map has {protocols})",
+    )
+    report.check(
+        str(env.get("KAFKA_AUTHORIZER_CLASS_NAME", "")).endswith("StandardAuthorizer")
+        and str(env.get("KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND", "")).lower() == "false",
+        "compose.yaml: kafka must enforce ACLs (StandardAuthorizer, allow.everyone.if.no.acl.found=false)",
+    )
+    formatting = " ".join(map(str, _as_list(services.get("kafka-format", {}).get("command"))))
+    for user in KAFKA_USERS:
+        report.check(f"scram {user} " in formatting, f"compose.yaml: kafka-format creates no SCRAM user {user!r}")
+    for name, service in services.items():
+        app_env = _as_map(service.get("environment"))
+        if "RAGSTREAM_KAFKA_BOOTSTRAP" not in app_env:
+            continue
+        report.check(
+            str(app_env.get("RAGSTREAM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")).startswith("SASL_")
+            and bool(app_env.get("RAGSTREAM_KAFKA_USERNAME"))
+            and bool(app_env.get("RAGSTREAM_KAFKA_PASSWORD")),
+            f"compose.yaml service {name!r}: must log in to Kafka (SASL protocol, username, password)",
+        )
+
+
+def _one_shot_services(services: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Services that run once to completion (``restart: "no"``) and that another service waits for with
+    ``condition: service_completed_successfully`` (e.g. formatting Kafka's storage, creating topics and ACLs)."""
+    awaited: set[str] = set()
+    for service in services.values():
+        depends = service.get("depends_on")
+        if isinstance(depends, Mapping):
+            awaited.update(
+                str(dep)
+                for dep, spec in depends.items()
+                if _as_map(spec).get("condition") == "service_completed_successfully"
+            )
+    return {name for name in awaited if str(_as_map(services.get(name)).get("restart", "no")) == "no"}
+
+
 def check_compose(
     report: Report, compose: dict[str, Any], deploy_dir: Path, fields: set[str] | None
 ) -> dict[str, dict[str, Any]]:
@@ -389,10 +436,13 @@ def check_compose(
         report.check(name in services, f"compose.yaml: service {name!r} missing")
     declared_volumes = set(_as_map(compose.get("volumes")))
 
+    one_shot = _one_shot_services(services)
     for name, service in services.items():
         where = f"compose.yaml service {name!r}"
         sidecar = PROBED_BY_SIDECAR.get(name)
-        if sidecar is not None and not _has_healthcheck(service):
+        if name in one_shot:
+            pass  # a job that runs to completion: others wait for its exit code, not for a healthcheck
+        elif sidecar is not None and not _has_healthcheck(service):
             report.check(
                 _has_healthcheck(services.get(sidecar, {})),
                 f"{where}: no healthcheck and its sidecar {sidecar!r} has none either",
@@ -406,6 +456,11 @@ def check_compose(
         for dep, spec in dep_map.items():
             if not report.check(dep in services, f"{where}: depends_on unknown service {dep!r}"):
                 continue
+            if _as_map(spec).get("condition") == "service_completed_successfully":
+                report.check(
+                    str(services[dep].get("restart", "no")) == "no",
+                    f'{where}: waits for {dep!r} to complete, but {dep!r} restarts (set restart: "no")',
+                )
             if _as_map(spec).get("condition") == "service_healthy":
                 report.check(
                     _has_healthcheck(services[dep]),
@@ -434,6 +489,7 @@ def check_compose(
         and "controller" in str(kafka_env.get("KAFKA_PROCESS_ROLES", "")),
         "compose.yaml: kafka must run combined broker,controller (KRaft)",
     )
+    check_kafka_security(report, services)
     report.check(
         str(services.get("redis", {}).get("image", "")).startswith("redis:8"),
         "compose.yaml: redis must use a redis:8 image",

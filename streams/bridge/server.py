@@ -40,7 +40,8 @@ from aiokafka.errors import KafkaError
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-from infra.kafka_admin import ensure_topics
+from infra.kafka_admin import ensure_topics, topic_durability
+from infra.kafka_security import client_options
 from infra.settings import Settings
 from processors.query.requests import request_problem
 from schemas.codec import DecodeError, EventDecoder, encode
@@ -122,9 +123,14 @@ class Bridge:
         self.keys = KeyRing(settings.api_keys)
         self.limits = request_limits(settings)
         self.quotas = Quotas(settings)
-        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0)
+        auth = client_options(settings)
+        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0, **auth)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_servers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10
+            bootstrap_servers=settings.kafka_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            **auth,
         )
         self._requests: dict[str, _Request] = {}
         self._clients: set[_Client] = set()
@@ -156,8 +162,12 @@ class Bridge:
         topic = NewTopic(
             name=self.reply_topic,
             num_partitions=self.settings.topic_partitions,
-            replication_factor=1,
-            topic_configs={"cleanup.policy": "delete", "retention.ms": str(retention_ms)},
+            replication_factor=self.settings.replication_factor,
+            topic_configs={
+                **topic_durability(self.settings),
+                "cleanup.policy": "delete",
+                "retention.ms": str(retention_ms),
+            },
         )
         await ensure_topics(self.settings, extra=[topic])
         await self._producer.start()

@@ -51,6 +51,24 @@ def up(services: ServiceNames = None) -> None:
     _print_status([(s.name, s.state, str(s.pid or "-"), s.address, s.detail) for s in statuses])
 
 
+@cli.command("kafka-setup")
+def kafka_setup() -> None:
+    """Create the topics and, when Kafka security is on, every role's ACLs. Run as the Kafka admin (a super user);
+    idempotent. Production runs it once per deployment (infra/deploy: the kafka-setup service / Job)."""
+    from infra.kafka_admin import ensure_topics
+    from infra.kafka_security import apply_acls, secured
+
+    settings = settings_or_exit()
+
+    async def run() -> tuple[list[str], int]:
+        created = await ensure_topics(settings)
+        return created, (await apply_acls(settings) if secured(settings) else 0)
+
+    created, acls = asyncio.run(run())
+    typer.echo(f"topics created: {len(created)} {' '.join(created)}".rstrip())
+    typer.echo(f"ACL bindings applied: {acls}" if secured(settings) else "security off (PLAINTEXT): no ACLs")
+
+
 @cli.command()
 def down(services: ServiceNames = None) -> None:
     """Stop the local services by the PIDs recorded at start."""

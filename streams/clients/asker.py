@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
+from infra.kafka_security import client_options
 from infra.settings import Settings
 from schemas.codec import DecodeError, EventDecoder, encode
 from schemas.events import (
@@ -34,7 +35,7 @@ class KafkaAsker(ProducerAndTail):
     def __init__(self, settings: Settings, *, reply_topic: str | None = None) -> None:
         self.settings = settings
         self.reply_topic = reply_topic or settings.reply_topic
-        super().__init__(settings.kafka_servers, self.reply_topic)
+        super().__init__(settings.kafka_servers, self.reply_topic, auth=client_options(settings))
         self._queues: dict[str, asyncio.Queue[AnswerEvent]] = {}
 
     async def on_record(self, key: bytes | None, value: bytes | None) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from infra.kafka_security import client_options
 from infra.settings import REPO_ROOT, Settings
 from processors.adapters.doc_states import DocStates
 from processors.adapters.embedder import TritonEmbedder
@@ -484,7 +485,9 @@ async def _publish_results(settings: Settings, run_id: str, records: Sequence[Ca
     """Scored cases on ``eval_results`` so dashboards and later runs can read them from Kafka."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5, **client_options(settings)
+    )
     await producer.start()
     try:
         for r in records:

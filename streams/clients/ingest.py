@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.kafka_security import client_options
 from infra.settings import Settings
 from processors.adapters.doc_states import DocStates, check_tenant
 from processors.ingest.documents import doc_key, hash_bytes
@@ -159,7 +160,7 @@ class DocumentChannel(ProducerAndTail):
         self.settings = settings
         self.acks_topic = settings.topic(Topic.DOCUMENT_ACKS)
         super().__init__(
-            settings.kafka_servers, self.acks_topic, fetch_max_wait_ms=20,
+            settings.kafka_servers, self.acks_topic, fetch_max_wait_ms=20, auth=client_options(settings),
             linger_ms=5, compression_type="gzip", max_request_size=MAX_REQUEST_BYTES,
         )  # fmt: skip
         self.acks: asyncio.Queue[DocumentIndexed] = asyncio.Queue()

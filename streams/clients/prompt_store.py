@@ -18,6 +18,7 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from infra.kafka_security import client_options
 from infra.settings import Settings
 from processors.prompts.registry import PromptError, PromptRegistryState, PromptTemplate, builtin_templates, record_key
 from schemas.codec import EventDecoder, encode
@@ -50,13 +51,15 @@ class KafkaPromptStore:
         self.start_timeout_s = start_timeout_s
         self.state = PromptRegistryState()
         self._tp = TopicPartition(self.topic, 0)
-        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0)
+        auth = client_options(settings)
+        self._producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=0, **auth)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_servers,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
+            **auth,
         )
         self._position = 0  # next offset to apply
         self._advanced = asyncio.Condition()

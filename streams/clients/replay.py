@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from infra.kafka_security import client_options
 from infra.settings import REPO_ROOT, Settings
 from processors.citations import strip_citations
 from processors.evaluation import metrics as m
@@ -69,7 +70,9 @@ class ReplayConfig:
 async def read_window(settings: Settings, config: ReplayConfig) -> tuple[list[Recorded], dict[str, Any]]:
     """The recorded requests of the window, in timestamp order, and a description of what was read."""
     topic = settings.topic(Topic.QUERIES)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, group_id=None, **client_options(settings)
+    )
     await consumer.start()
     found: list[Recorded] = []
     skipped = {"synthetic": 0, "undecodable": 0, "other tenant": 0}

@@ -7,6 +7,7 @@ from typing import Any
 import faust
 from faust.types import TransportT
 
+from infra.kafka_security import client_options
 from infra.settings import Settings
 from schemas.topics import TOPICS, Topic
 from streams.worker import _transport
@@ -24,9 +25,23 @@ class RagstreamApp(faust.App):
         return _transport.Transport(self.conf.broker_producer, self)
 
 
+def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
+    """Faust's form of :func:`infra.kafka_security.client_options` (None: PLAINTEXT)."""
+    options = client_options(settings)
+    if not options:
+        return None
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        mechanism=options["sasl_mechanism"],
+        ssl_context=options.get("ssl_context"),
+    )
+
+
 def create_app(settings: Settings, **overrides: Any) -> RagstreamApp:
     conf: dict[str, Any] = {
         "broker": f"kafka://{settings.kafka_servers}",
+        "broker_credentials": broker_credentials(settings),
         "store": "memory://",
         "topic_partitions": settings.topic_partitions,
         # Topics are created by `ragstream up` from schemas/topics.py, never implicitly by a worker.

@@ -21,6 +21,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer
 
+from infra.kafka_security import client_options
 from infra.settings import Settings
 from schemas.events import ReplyTo
 from schemas.topics import Topic
@@ -97,7 +98,11 @@ class ReplyAddresses:
     async def _metadata(self) -> AIOKafkaConsumer:
         async with self._starting:
             if self._consumer is None:
-                consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_servers, enable_auto_commit=False)
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=self.settings.kafka_servers,
+                    enable_auto_commit=False,
+                    **client_options(self.settings),
+                )
                 await consumer.start()
                 self._consumer = consumer
             return self._consumer

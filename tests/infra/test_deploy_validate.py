@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -52,3 +54,36 @@ def test_an_instrument_that_no_panel_shows_is_an_error(validate: ModuleType) -> 
     report = validate.Report()
     validate._check_metric_names(report, "d.json", queried, emitted)
     assert len(report.errors) == 1 and "no panel shows ragstream_consumer_lag" in report.errors[0]
+
+
+def _compose_problems(validate: ModuleType, change: Callable[[dict[str, Any]], None]) -> list[str]:
+    yaml = validate._load_yaml_module()
+    compose = yaml.safe_load((validate.DEPLOY_DIR / "compose.yaml").read_text())
+    change(compose["services"])
+    report = validate.Report()
+    validate.check_compose(report, compose, validate.DEPLOY_DIR, validate.settings_fields(REPO_ROOT))
+    return report.errors
+
+
+def test_kafka_must_stay_secured_in_compose(validate: ModuleType) -> None:
+    assert _compose_problems(validate, lambda services: None) == []
+
+    def plaintext_listener(services: dict[str, Any]) -> None:
+        env = services["kafka"]["environment"]
+        env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] += ",OPEN:PLAINTEXT"
+
+    def open_authorizer(services: dict[str, Any]) -> None:
+        services["kafka"]["environment"]["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] = "true"
+
+    def anonymous_bridge(services: dict[str, Any]) -> None:
+        del services["ragstream-bridge"]["environment"]["RAGSTREAM_KAFKA_PASSWORD"]
+
+    def restarting_job(services: dict[str, Any]) -> None:
+        services["kafka-setup"]["restart"] = "unless-stopped"
+
+    assert any("every Kafka listener must use SASL" in e for e in _compose_problems(validate, plaintext_listener))
+    assert any("must enforce ACLs" in e for e in _compose_problems(validate, open_authorizer))
+    assert any("'ragstream-bridge': must log in" in e for e in _compose_problems(validate, anonymous_bridge))
+    problems = _compose_problems(validate, restarting_job)
+    assert any("waits for 'kafka-setup' to complete" in e for e in problems)
+    assert any("'kafka-setup': no healthcheck" in e for e in problems)

@@ -36,3 +36,20 @@ def test_addresses_switch_to_external_deployments() -> None:
 def test_typos_and_bad_values_fail_loudly(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env(env)
+
+
+def test_a_local_cluster_lists_every_node_and_replicates_three_ways() -> None:
+    single = Settings.from_env({})
+    assert (single.replication_factor, single.min_insync_replicas) == (1, 1)
+    cluster = Settings.from_env({"RAGSTREAM_KAFKA_BROKERS": "3"})
+    assert cluster.kafka_servers == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    assert [cluster.kafka_node_ports(n) for n in (1, 2, 3)] == [(19092, 19093), (19094, 19095), (19096, 19097)]
+    assert (cluster.replication_factor, cluster.min_insync_replicas) == (3, 2)
+    production = Settings.from_env(
+        {"RAGSTREAM_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "RAGSTREAM_TOPIC_REPLICATION_FACTOR": "3"}
+    )
+    assert (production.kafka_servers, production.replication_factor, production.min_insync_replicas) == (
+        "k1:9092,k2:9092",
+        3,
+        2,
+    )

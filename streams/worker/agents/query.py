@@ -22,6 +22,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer
 
+from infra.kafka_security import client_options
 from infra.settings import Settings
 from schemas.codec import DecodeError, EventDecoder
 from schemas.events import AnswerDone, CacheInvalidation, CancelRequest, PromptedQuery, QueryRequest
@@ -58,7 +59,10 @@ async def tail_cancellations(settings: Settings, cancellations: Cancellations) -
     cancels sent while it was down (or restarting) still stop the requests it picks up again."""
     decoder: EventDecoder[CancelRequest] = EventDecoder(CancelRequest)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_servers, enable_auto_commit=False, fetch_max_wait_ms=50
+        bootstrap_servers=settings.kafka_servers,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        **client_options(settings),
     )
     await consumer.start()
     try:
