@@ -96,7 +96,7 @@ async def test_eval_and_replay_end_to_end(
         assert 0.0 <= retrieval["modes"][mode]["recall_at_20"] <= 1.0, mode
     # one small page: the answer span is among the top 20 chunks in every mode
     assert retrieval["modes"]["hybrid"]["recall_at_20"] == 1.0
-    assert retrieval["verdict"] and retrieval["recommendation"]
+    assert retrieval["verdict"]["verdict"] and retrieval["verdict"]["recommendation"]
     case_files = sorted((out / "cases").glob("*.json"))
     assert len(case_files) == 4
     what = json.loads((out / "cases" / "faq_general_what-is-python.json").read_text())
@@ -110,8 +110,8 @@ async def test_eval_and_replay_end_to_end(
 
     # Answers for a sample; retrieval (no generation) still judged on every answerable case of the golden set.
     sampled, records = await evaluate(stack_settings, dataclasses.replace(config, limit=2), progress=lambda _: None)
-    assert len(records) == 2 and sum(not r["expect_refusal"] for r in records) == 1
-    assert sampled["retrieval"]["cases"] == 3
+    assert len(records) == 2 and sum(not r.expect_refusal for r in records) == 1
+    assert sampled.retrieval is not None and sampled.retrieval.cases == 3
 
     # cases went out on eval_cases, scored results came back on eval_results, keyed to this run
     run_id = summary["run_id"]
