@@ -87,6 +87,17 @@ def excluded(relative: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns)
 
 
+def _relative_to_root(path: Path, root: Path) -> str:
+    """``path`` below ``root`` as the tree spells it: a file reached through a symlink (Debian's docs link
+    ``_static/jquery.js`` into /usr/share/javascript) keeps the id of where it appears, not of its target."""
+    for candidate, base in ((Path(os.path.abspath(path)), root), (path.resolve(), root.resolve())):
+        try:
+            return candidate.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    raise ValueError(f"{path} is not under --root {root}")
+
+
 def discover(
     paths: Sequence[str | Path],
     *,
@@ -98,7 +109,7 @@ def discover(
 
     A doc id is ``prefix`` + the path relative to ``root`` when given (so a subset of a tree gets the same ids as
     the whole tree), else relative to the directory given (or the file's name)."""
-    base = Path(root).expanduser().resolve() if root is not None else None
+    base = Path(os.path.abspath(Path(root).expanduser())) if root is not None else None
     found: dict[str, SourceFile] = {}
     skipped = 0
     for raw in paths:
@@ -112,19 +123,15 @@ def discover(
         else:
             raise FileNotFoundError(f"no such file or directory: {top}")
         for path, below_top in candidates:
-            relative = below_top
-            if base is not None:
-                try:
-                    relative = path.resolve().relative_to(base).as_posix()
-                except ValueError:
-                    raise ValueError(f"{path} is not under --root {base}") from None
+            content_type = content_type_for(path.name)
+            if content_type is None:  # not a document (scripts, images, ...), wherever it lives
+                continue
+            relative = below_top if base is None else _relative_to_root(path, base)
             if excluded(relative, exclude):
                 skipped += 1
                 continue
-            content_type = content_type_for(path.name)
-            if content_type is not None:
-                doc_id = f"{prefix}{relative}"
-                found[doc_id] = SourceFile(path.resolve(), doc_id, content_type)
+            doc_id = f"{prefix}{relative}"
+            found[doc_id] = SourceFile(path.resolve(), doc_id, content_type)
     return list(found.values()), skipped
 
 

@@ -50,6 +50,22 @@ def test_a_subset_gets_the_same_doc_ids_as_the_whole_tree_under_root(tmp_path: P
         discover([root], root=root / "library")
 
 
+def test_files_linked_from_outside_the_root_keep_the_ids_of_where_they_appear(tmp_path: Path) -> None:
+    """Debian's python3.11-doc links _static/jquery.js into /usr/share/javascript: a link out of the root is not an
+    error; a linked document is indexed under its place in the tree, and a linked script is not a document."""
+    elsewhere = tmp_path / "shared"
+    elsewhere.mkdir()
+    (elsewhere / "jquery.js").write_text("/* library */")
+    (elsewhere / "notes.html").write_text("<html><body><h1>Notes</h1><p>Shared notes.</p></body></html>")
+    root = sphinx_tree(tmp_path / "docs")
+    (root / "_static" / "jquery.js").symlink_to(elsewhere / "jquery.js")
+    (root / "library" / "notes.html").symlink_to(elsewhere / "notes.html")
+    sources, _ = discover([root / "library", root / "_static"], prefix="py/", root=root)
+    assert sorted(s.doc_id for s in sources) == ["py/library/json.html", "py/library/notes.html"]
+    linked = next(s for s in sources if s.doc_id == "py/library/notes.html")
+    assert linked.path == (elsewhere / "notes.html").resolve()
+
+
 def test_without_a_terminal_progress_is_a_line_every_few_seconds_with_rate_and_eta() -> None:
     lines: list[str] = []
     progress = _Progress("lines", 100, every_s=3600.0, write=lines.append)
