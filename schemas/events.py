@@ -366,6 +366,53 @@ class EvalCaseResult(Event, tag="eval.result"):
     scores: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+# --- fine-tuning (ragstream finetune) ---------------------------------------------------------------------------
+
+
+class AdapterRef(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Identity of a LoRA adapter, like :class:`PromptRef` for prompts: ``name`` (the tenant's adapter line) and
+    ``version`` (1, 2, ... in registration order), the sha256 of its weights file, the base model it adapts, and the
+    sha256 of the training set and of the config it came from."""
+
+    name: str
+    version: str
+    content_hash: str
+    base_model: str
+    data_hash: str = ""
+    config_hash: str = ""
+
+
+FinetunePhase = Literal["build", "train", "eval", "gate", "done", "failed"]
+
+
+class FinetuneProgress(Event, tag="finetune.progress"):
+    """Where a fine-tune run is, keyed ``run_id``: one event per phase change and per reported training step."""
+
+    run_id: str
+    tenant: str
+    phase: FinetunePhase
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    step_ms: float | None = None
+    message: str = ""
+
+
+class FinetuneResult(Event, tag="finetune.result"):
+    """How a run ended, keyed ``run_id``: the adapter it registered (if any), base and adapter metrics on the
+    held-out split, and whether the gate promoted it (``reasons`` says why not)."""
+
+    run_id: str
+    tenant: str
+    decision: Literal["promoted", "rejected", "failed"]
+    adapter: AdapterRef | None = None
+    reasons: list[str] = msgspec.field(default_factory=list)
+    base_metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    adapter_metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    report_path: str = ""
+    error: str = ""
+
+
 AnyEvent = (
     DocumentUpsert
     | DocumentDelete
@@ -385,4 +432,6 @@ AnyEvent = (
     | PromptRolledBack
     | EvalCaseEvent
     | EvalCaseResult
+    | FinetuneProgress
+    | FinetuneResult
 )

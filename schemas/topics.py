@@ -30,6 +30,7 @@ class Topic(enum.StrEnum):
     PROMPTS = "prompts.v1"
     EVAL_CASES = "eval.cases.v1"
     EVAL_RESULTS = "eval.results.v1"
+    FINETUNE = "finetune.v1"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.PROMPTS, partitions=1, config=_COMPACT, purpose="prompt registry (compacted)"),
     TopicSpec(Topic.EVAL_CASES, config=_DELETE_7D, purpose="evaluation cases"),
     TopicSpec(Topic.EVAL_RESULTS, config=_DELETE_7D, purpose="evaluation results"),
+    TopicSpec(Topic.FINETUNE, partitions=1, config=_DELETE_7D, purpose="fine-tune progress and results"),
 )
 
 BY_TOPIC: Mapping[Topic, TopicSpec] = {spec.topic: spec for spec in TOPICS}
