@@ -166,6 +166,18 @@ def _answer_passage(case: GoldenCase, pool: _Pool) -> Passage | None:
     return None
 
 
+def _snippet_passages(golden: Sequence[GoldenCase], passages: Sequence[Passage]) -> list[Passage]:
+    """The golden cases' snippets that no given chunk holds, as passages: a corpus-less run still has distractors
+    (and answers for every case). Documents that have chunks are left to their chunks."""
+    have = {p.doc_id for p in passages}
+    found: list[Passage] = []
+    for case in golden:
+        source = _answer_passage(case, _Pool([])) if not case.expect_refusal else None
+        if source is not None and source.doc_id not in have:
+            found.append(source)
+    return found
+
+
 def _heading_question(passage: Passage) -> str | None:
     heading = next((h for h in reversed(passage.heading_path) if h.strip()), "") or passage.title
     heading = re.sub(r"[¶#]+$", "", heading).strip().rstrip(":")
@@ -265,7 +277,7 @@ def build_training_set(
     """Examples from ``golden`` and from questions generated over ``passages`` (the tenant's chunks), each marked
     train or held-out; at most ``config.max_examples`` (golden first, then generated, in a hash order)."""
     config.validate()
-    pool = _Pool(passages)
+    pool = _Pool([*passages, *_snippet_passages(golden, passages)])
     builder = _Builder(tenant, config, template or default_template(), pool)
     for case in golden:
         group = f"golden:{case.id}"
