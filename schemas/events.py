@@ -17,6 +17,8 @@ from typing import Literal
 
 import msgspec
 
+from schemas.finetune import AdapterEvalReport
+
 SCHEMA_VERSION = 1
 
 JsonScalar = str | int | float | bool | None
@@ -413,6 +415,38 @@ class FinetuneResult(Event, tag="finetune.result"):
     error: str = ""
 
 
+class AdapterRegistered(Event, tag="adapter.registered"):
+    """One immutable adapter version, a candidate for ``tenant`` with its evaluation report. Keyed
+    ``tenant@version`` on the compacted adapters topic, so compaction keeps every version."""
+
+    tenant: str
+    adapter: AdapterRef
+    path: str  # the folder holding the PEFT adapter (adapter_config.json, adapter_model.safetensors, manifest.json)
+    report: AdapterEvalReport | None = None
+    run_id: str = ""
+
+
+class AdapterPromoted(Event, tag="adapter.promoted"):
+    """The tenant's active adapter pointer, keyed ``tenant``: ``version`` active ("" = the base model, no adapter),
+    ``history`` the stack of promoted versions (oldest first) that rollback walks back through."""
+
+    tenant: str
+    version: str
+    history: list[str] = msgspec.field(default_factory=list)
+
+
+class AdapterRolledBack(Event, tag="adapter.rolled_back"):
+    """The pointer after a rollback (same key and state as :class:`AdapterPromoted`)."""
+
+    tenant: str
+    version: str
+    rolled_back_from: str
+    history: list[str] = msgspec.field(default_factory=list)
+
+
+AdapterRecord = AdapterRegistered | AdapterPromoted | AdapterRolledBack
+
+
 AnyEvent = (
     DocumentUpsert
     | DocumentDelete
@@ -434,4 +468,7 @@ AnyEvent = (
     | EvalCaseResult
     | FinetuneProgress
     | FinetuneResult
+    | AdapterRegistered
+    | AdapterPromoted
+    | AdapterRolledBack
 )

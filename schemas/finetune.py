@@ -102,3 +102,32 @@ class FinetuneConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 def load_config(data: bytes | str) -> FinetuneConfig:
     """A config from JSON (missing fields take their defaults), validated."""
     return msgspec.json.decode(data, type=FinetuneConfig).validate()
+
+
+class AdapterMetrics(msgspec.Struct, frozen=True, kw_only=True):
+    """How one model variant (the base, or base + adapter) answered the held-out split.
+
+    Rates are over the answerable cases (``answerable``) except ``refusal_recall`` (over the cases whose sources do
+    not hold the answer); None where the split has no such case."""
+
+    cases: int
+    answerable: int
+    correctness: float | None  # key facts stated (share per case), or token F1 with the reference where none
+    citation_rate: float | None  # answered (not refused) with at least one citation, every cited [n] a real source
+    false_refusal_rate: float | None  # refused although the sources hold the answer
+    refusal_recall: float | None  # refused when the sources do not hold the answer
+    invalid_citation_rate: float | None = None  # answers citing a number with no source behind it
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+
+class AdapterEvalReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The gate's evidence and verdict: base and adapter measured in the same run on the same held-out cases."""
+
+    base: AdapterMetrics
+    adapter: AdapterMetrics
+    promote: bool
+    reasons: list[str]
+    thresholds: GateThresholds
+    heldout_hash: str = ""  # sha256 of the held-out examples: the two sides answered the same questions
