@@ -201,6 +201,19 @@ class PromptRef(msgspec.Struct, kw_only=True, frozen=True):
     content_hash: str
 
 
+class AdapterRef(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Identity of a LoRA adapter, like :class:`PromptRef` for prompts: ``name`` (the tenant's adapter line) and
+    ``version`` (1, 2, ... in registration order), the sha256 of its weights file, the base model it adapts, and the
+    sha256 of the training set and of the config it came from."""
+
+    name: str
+    version: str
+    content_hash: str
+    base_model: str
+    data_hash: str = ""
+    config_hash: str = ""
+
+
 class PromptedQuery(Event, tag="query.prompted"):
     """Everything generation needs: the rendered prompt, the model, and the sources behind each [n]."""
 
@@ -216,6 +229,8 @@ class PromptedQuery(Event, tag="query.prompted"):
     input_verdict: GuardVerdict | None = None
     # Every retrieved candidate in the pipeline's rank order; carried to the answer (AnswerDone.retrieval).
     ranked: list[RankedPassage] = msgspec.field(default_factory=list)
+    # The tenant's active LoRA adapter for ``model`` (None: the base model), applied per request by the server.
+    adapter: AdapterRef | None = None
 
 
 class CancelRequest(Event, tag="query.cancel"):
@@ -269,6 +284,8 @@ class AnswerDone(Event, tag="answer.done"):
     # The retrieval behind this answer, in rank order, marking the passages the prompt held (empty for a cache hit):
     # an evaluation scores what the pipeline did, not a re-run of the search.
     retrieval: list[RankedPassage] = msgspec.field(default_factory=list)
+    # The LoRA adapter that produced the answer (None: the base model, or not a generated answer).
+    adapter: AdapterRef | None = None
 
 
 class AnswerError(Event, tag="answer.error"):
@@ -369,19 +386,6 @@ class EvalCaseResult(Event, tag="eval.result"):
 
 
 # --- fine-tuning (ragstream finetune) ---------------------------------------------------------------------------
-
-
-class AdapterRef(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
-    """Identity of a LoRA adapter, like :class:`PromptRef` for prompts: ``name`` (the tenant's adapter line) and
-    ``version`` (1, 2, ... in registration order), the sha256 of its weights file, the base model it adapts, and the
-    sha256 of the training set and of the config it came from."""
-
-    name: str
-    version: str
-    content_hash: str
-    base_model: str
-    data_hash: str = ""
-    config_hash: str = ""
 
 
 FinetunePhase = Literal["build", "train", "eval", "gate", "done", "failed"]
