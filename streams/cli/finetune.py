@@ -30,6 +30,8 @@ finetune_cli = typer.Typer(
 
 
 def _registry(action: Callable[[KafkaAdapterStore], Awaitable[T]]) -> T:
+    from aiokafka.errors import KafkaError
+
     from processors.finetune.registry import AdapterError
     from streams.clients.adapter_store import KafkaAdapterStore
 
@@ -44,7 +46,7 @@ def _registry(action: Callable[[KafkaAdapterStore], Awaitable[T]]) -> T:
     except AdapterError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    except (OSError, RuntimeError, TimeoutError) as exc:
+    except (OSError, RuntimeError, TimeoutError, KafkaError) as exc:
         typer.echo(f"error: cannot reach the adapter registry on Kafka ({exc}); is `ragstream up` running?", err=True)
         raise typer.Exit(1) from None
 
@@ -106,6 +108,8 @@ def run(
     """Build the training set, train a LoRA adapter, answer the held-out split with base and adapter, gate,
     register (and promote when it beats the base). Progress and result go to the finetune topic; the report to
     <data dir>/finetune/<tenant>/<stamp>/report.md."""
+    from aiokafka.errors import KafkaError
+
     from processors.evaluation.golden import load_golden
     from processors.finetune.registry import AdapterError, validate_tenant
     from schemas.finetune import FinetuneConfig, load_config
@@ -139,7 +143,7 @@ def run(
         display.close()
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    except (OSError, RuntimeError, TimeoutError) as exc:
+    except (OSError, RuntimeError, TimeoutError, KafkaError) as exc:
         display.close()
         typer.echo(f"error: {exc}; is `ragstream up kafka` running?", err=True)
         raise typer.Exit(1) from None

@@ -124,3 +124,19 @@ def test_cite_cuts_to_whole_sentences_and_marks_each() -> None:
     long = " ".join(f"Sentence number {i} is here." for i in range(40))
     cited = cite(long, 1, max_chars=100)
     assert len(cited) < 160 and cited.count("[1]") == len(cited.split(". "))
+
+
+def test_a_corpus_folder_becomes_the_indexers_chunks(tmp_path: Path) -> None:
+    from streams.clients.finetune import corpus_passages
+
+    (tmp_path / "guide").mkdir()
+    (tmp_path / "guide" / "timeouts.md").write_text(
+        "# Timeouts\n\nThe frobnicator timeout is set with FROB_TIMEOUT, in seconds. It defaults to 42.\n"
+    )
+    (tmp_path / "notes.txt").write_text("Plain notes about resetting: hold the blue button for nine seconds.\n")
+    passages = corpus_passages([tmp_path], tenant="acme")
+    assert {p.doc_id for p in passages} == {"guide/timeouts.md", "notes.txt"}
+    timeout = next(p for p in passages if p.doc_id == "guide/timeouts.md")
+    assert "FROB_TIMEOUT" in timeout.text and timeout.chunk_id and timeout.char_end > timeout.char_start
+    data = build_training_set("acme", [], passages, FinetuneConfig(refusal_share=0.0))
+    assert any(e.origin == "generated" and e.question.endswith("Timeouts?") for e in data.examples)
