@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -94,8 +95,18 @@ class _Events:
         self.on_progress = on_progress
         self.producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_servers, acks="all", linger_ms=5)
 
-    async def progress(self, phase: FinetunePhase, **fields: object) -> None:
-        event = FinetuneProgress(run_id=self.run_id, tenant=self.tenant, phase=phase, **fields)  # type: ignore[arg-type]
+    async def progress(
+        self,
+        phase: FinetunePhase,
+        *,
+        step: int = 0,
+        total_steps: int = 0,
+        loss: float | None = None,
+        step_ms: float | None = None,
+        message: str = "",
+    ) -> None:
+        event = FinetuneProgress(run_id=self.run_id, tenant=self.tenant, phase=phase, step=step,
+                                 total_steps=total_steps, loss=loss, step_ms=step_ms, message=message)  # fmt: skip
         if self.on_progress is not None:
             self.on_progress(event)
         await self.producer.send(self.topic, encode(event), key=self.run_id.encode())
@@ -213,10 +224,10 @@ async def _job(
 
     async def on_train(message: dict[str, object]) -> None:
         if message.get("event") == "step":
-            await events.progress("train", step=int(message["step"]), total_steps=int(message["total"]),  # type: ignore[call-overload]
-                                  loss=float(message["loss"]), step_ms=float(message["step_ms"]))  # type: ignore[arg-type]  # fmt: skip
+            await events.progress("train", step=_int(message["step"]), total_steps=_int(message["total"]),
+                                  loss=_float(message["loss"]), step_ms=_float(message["step_ms"]))  # fmt: skip
         elif message.get("event") == "start":
-            await events.progress("train", step=0, total_steps=int(message["total"]),  # type: ignore[call-overload]
+            await events.progress("train", step=0, total_steps=_int(message["total"]),
                                   message=f"{message.get('trainable_params')} trainable parameters")  # fmt: skip
 
     await _run_script(settings, ["train", "--data", str(run_dir / "data.jsonl"), "--config",
@@ -269,7 +280,7 @@ async def _job(
         if report.promote and promote:
             await store.promote(tenant, registered.adapter.version)
         active_after = store.state.active_version(tenant)
-    decision = "promoted" if report.promote and promote else "rejected"
+    decision: Literal["promoted", "rejected"] = "promoted" if report.promote and promote else "rejected"
     reasons = list(report.reasons) or ([] if promote else ["passed the gate; not promoted (--no-promote)"])
     summary = FinetuneSummary(
         run_id=run_id, tenant=tenant, created_at=time.time(), config=config, data_hash=data.data_hash, sizes=sizes,
@@ -280,13 +291,21 @@ async def _job(
     (run_dir / "report.json").write_bytes(msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n")
     (run_dir / "report.md").write_text(render_markdown(summary), "utf-8")
     result = FinetuneResult(
-        run_id=run_id, tenant=tenant, decision=decision, adapter=registered.adapter, reasons=reasons,  # type: ignore[arg-type]
+        run_id=run_id, tenant=tenant, decision=decision, adapter=registered.adapter, reasons=reasons,
         base_metrics=report.base.as_dict(), adapter_metrics=report.adapter.as_dict(),
         report_path=str(run_dir / "report.md"),
     )  # fmt: skip
     await events.progress("done", message=decision)
     await events.result(result)
     return FinetuneOutcome(run_dir=run_dir, summary=summary, result=result)
+
+
+def _int(value: object) -> int:
+    return int(value) if isinstance(value, int | float | str) else 0
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, int | float | str) else 0.0
 
 
 def _cpus() -> int:
