@@ -28,6 +28,8 @@ class GateThresholds(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     min_citation_gain: float = 0.0
     # share of answerable cases refused may rise by at most this much (0: no more false refusals than the base)
     max_false_refusal_increase: float = 0.0
+    # share of answers citing a number with no source behind it may rise by at most this much
+    max_invalid_citation_increase: float = 0.0
     # at least one of correctness and citation rate must strictly improve (a tie on both is not "better")
     require_strict_gain: bool = True
     # too few held-out cases make every difference noise: refuse to promote below this

@@ -4,7 +4,8 @@ An adapter is promoted for a tenant only when, on the held-out split, it
 
 * raises correctness by at least ``min_correctness_gain`` and the citation rate by at least ``min_citation_gain``
   (with ``require_strict_gain``, at least one of them strictly),
-* does not raise the false-refusal rate by more than ``max_false_refusal_increase``,
+* does not raise the false-refusal rate by more than ``max_false_refusal_increase``, nor the share of answers
+  citing a source number that does not exist by more than ``max_invalid_citation_increase``,
 * and the split has at least ``min_heldout_cases`` answerable cases (fewer make every difference noise).
 
 Every failed condition is a reason in the report, so a refused promotion says why. Scoring reuses the evaluation's
@@ -111,6 +112,12 @@ def decide(base: AdapterMetrics, adapter: AdapterMetrics, thresholds: GateThresh
         reasons.append(
             f"false refusals {a_refuse:.3f} vs base {b_refuse:.3f}: rise {a_refuse - b_refuse:+.3f} "
             f"> {thresholds.max_false_refusal_increase:+.3f}"
+        )
+    b_invalid, a_invalid = base.invalid_citation_rate or 0.0, adapter.invalid_citation_rate or 0.0
+    if a_invalid - b_invalid > thresholds.max_invalid_citation_increase:
+        reasons.append(
+            f"citations of missing sources {a_invalid:.3f} vs base {b_invalid:.3f}: rise {a_invalid - b_invalid:+.3f} "
+            f"> {thresholds.max_invalid_citation_increase:+.3f}"
         )
     if thresholds.require_strict_gain and not (a_correct > b_correct or a_cite > b_cite):
         reasons.append("neither correctness nor citation rate is higher than the base's")

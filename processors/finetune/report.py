@@ -124,7 +124,9 @@ def render_markdown(summary: FinetuneSummary) -> str:
     lines += [
         "",
         f"Gate: correctness gain >= {g.min_correctness_gain:+.3f}, citation gain >= {g.min_citation_gain:+.3f}, "
-        f"false-refusal rise <= {g.max_false_refusal_increase:+.3f}, strict gain on one: {g.require_strict_gain}, "
+        f"false-refusal rise <= {g.max_false_refusal_increase:+.3f}, "
+        f"invalid-citation rise <= {g.max_invalid_citation_increase:+.3f}, "
+        f"strict gain on one: {g.require_strict_gain}, "
         f">= {g.min_heldout_cases} answerable held-out cases ({r.adapter.answerable} here).",
         "",
     ]

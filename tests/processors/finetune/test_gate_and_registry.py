@@ -78,6 +78,17 @@ def test_the_gate_refuses_more_false_refusals_even_with_better_citations(heldout
     assert lenient.promote, lenient.reasons
 
 
+def test_the_gate_refuses_an_adapter_that_cites_sources_that_do_not_exist(heldout: list[TrainingExample]) -> None:
+    adapter = _targets(heldout)
+    spammy = [e for e in heldout if not e.expect_refusal][:4]
+    for example in spammy:  # better answers elsewhere, but these cite [1] ... [9]
+        adapter[example.id] = example.answer + " " + " ".join(f"[{n}]" for n in range(1, 10))
+    report = evaluate(heldout, _uncited(heldout), adapter, GateThresholds())
+    assert not report.promote
+    assert [r for r in report.reasons if r.startswith("citations of missing sources")], report.reasons
+    assert (report.adapter.invalid_citation_rate or 0.0) > 0.05
+
+
 def test_a_tie_and_a_tiny_split_are_not_better(heldout: list[TrainingExample]) -> None:
     same = _targets(heldout)
     tie = evaluate(heldout, same, same, GateThresholds())
