@@ -335,6 +335,33 @@ def activation_reserve_bytes(
     return runtime_overhead_bytes + activations + logits
 
 
+LORA_MODULES = ("q", "k", "v", "o")  # attention projections, what `ragstream finetune` adapts by default
+
+
+def lora_adapter_bytes(
+    model: ModelSpec, rank: int = 8, modules: Sequence[str] = LORA_MODULES, dtype: str = "fp16"
+) -> float:
+    """Memory of one LoRA adapter: per layer and adapted projection, A (rank x in) plus B (out x rank)."""
+    if rank < 1:
+        raise ValueError("LoRA rank must be >= 1")
+    q_out = model.num_attention_heads * model.head_dim
+    kv_out = model.num_kv_heads * model.head_dim
+    shapes = {
+        "q": (model.hidden_size, q_out),
+        "k": (model.hidden_size, kv_out),
+        "v": (model.hidden_size, kv_out),
+        "o": (q_out, model.hidden_size),
+        "gate": (model.hidden_size, model.intermediate_size),
+        "up": (model.hidden_size, model.intermediate_size),
+        "down": (model.intermediate_size, model.hidden_size),
+    }
+    unknown = sorted(set(modules) - set(shapes))
+    if unknown:
+        raise ValueError(f"unknown LoRA modules {unknown}; known: {sorted(shapes)}")
+    per_layer = sum(rank * (shapes[m][0] + shapes[m][1]) for m in modules)
+    return model.num_layers * per_layer * dtype_bytes(dtype)
+
+
 def kv_cache_budget_bytes(
     gpu: GpuSpec, weight_bytes_per_gpu: float, reserve_bytes: float, kv_cache_free_gpu_mem_fraction: float
 ) -> float:
@@ -552,6 +579,10 @@ class CapacityPlan:
     throughput_tokens_per_second: float
     throughput_upper_bound_tokens_per_second: float
     warnings: tuple[str, ...]
+    #: LoRA adapters held on the GPU at once (the TensorRT-LLM LoRA cache), and their memory per GPU.
+    lora_adapters: int = 0
+    lora_rank: int = 0
+    lora_bytes_per_gpu: float = 0.0
 
     @property
     def fits(self) -> bool:
@@ -574,11 +605,15 @@ def plan(
     max_num_tokens: int = 8192,
     tokens_per_block: int = DEFAULT_TOKENS_PER_BLOCK,
     efficiency: Efficiency = REALISTIC,
+    lora_adapters: int = 0,
+    lora_rank: int = 8,
 ) -> CapacityPlan:
     """Size a tensor-parallel deployment of ``model`` on ``gpus`` GPUs for one request shape.
 
     ``concurrency`` is the number of requests expected in flight; by default the plan assumes as many as the
-    KV cache and ``max_batch_size`` admit, which is the throughput-maximising operating point.
+    KV cache and ``max_batch_size`` admit, which is the throughput-maximising operating point. ``lora_adapters``
+    LoRA adapters of rank ``lora_rank`` (attention projections, fp16, split like the weights over tensor-parallel
+    GPUs) are held in GPU memory beside the weights and come out of the KV cache budget.
     """
     spec = model if isinstance(model, ModelSpec) else get_model(model)
     device = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
@@ -600,8 +635,11 @@ def plan(
     if spec.num_kv_heads % gpus and gpus > 1:
         warnings.append(f"{spec.num_kv_heads} KV heads do not split evenly over {gpus} GPUs; heads are replicated")
 
+    if lora_adapters < 0:
+        raise ValueError("lora_adapters must be >= 0")
     weights = weight_bytes(spec, weight_dtype) / gpus
-    reserve = activation_reserve_bytes(spec, max_num_tokens, max_batch_size)
+    lora = lora_adapters * lora_adapter_bytes(spec, lora_rank) / gpus if lora_adapters else 0.0
+    reserve = activation_reserve_bytes(spec, max_num_tokens, max_batch_size) + lora
     kv_per_gpu = kv_cache_bytes_per_token(spec, kv_dtype, gpus)
     budget = kv_cache_budget_bytes(device, weights, reserve, kv_cache_free_gpu_mem_fraction)
     capacity_blocks = int(budget // (tokens_per_block * kv_per_gpu))
@@ -688,6 +726,9 @@ def plan(
         throughput_tokens_per_second=throughput,
         throughput_upper_bound_tokens_per_second=upper,
         warnings=tuple(warnings),
+        lora_adapters=lora_adapters,
+        lora_rank=lora_rank if lora_adapters else 0,
+        lora_bytes_per_gpu=lora,
     )
 
 
@@ -699,7 +740,13 @@ def format_plan(result: CapacityPlan) -> str:
         f"  request shape        {result.input_tokens} in + {result.output_tokens} out tokens",
         f"  weights              {result.weight_dtype}, {result.parameters / 1e9:.2f}B params, "
         f"{result.weight_bytes_per_gpu / GIB:.2f} GiB per GPU",
-        f"  activation reserve   {result.reserve_bytes_per_gpu / GIB:.2f} GiB per GPU",
+        f"  activation reserve   {result.reserve_bytes_per_gpu / GIB:.2f} GiB per GPU"
+        + (
+            f" (with {result.lora_adapters} LoRA adapters of rank {result.lora_rank}: "
+            f"{result.lora_bytes_per_gpu / 2**20:.1f} MiB)"
+            if result.lora_adapters
+            else ""
+        ),
         f"  KV cache per token   {result.kv_bytes_per_token / 1024:.1f} KiB ({result.kv_dtype}; "
         f"{m.num_layers} layers x {m.num_kv_heads} KV heads x {m.head_dim} head dim), "
         f"{result.kv_bytes_per_token_per_gpu / 1024:.1f} KiB per GPU",
@@ -767,6 +814,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=None, help="requests in flight (default: max)")
     parser.add_argument("--kv-cache-free-gpu-mem-fraction", type=float, default=0.9)
     parser.add_argument("--max-batch-size", type=int, default=256)
+    parser.add_argument("--lora-adapters", type=int, default=0, help="LoRA adapters held on the GPU at once")
+    parser.add_argument("--lora-rank", type=int, default=8, help="their rank (default: 8, ragstream finetune's)")
     return parser
 
 
@@ -785,6 +834,8 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             kv_cache_free_gpu_mem_fraction=args.kv_cache_free_gpu_mem_fraction,
             max_batch_size=args.max_batch_size,
+            lora_adapters=args.lora_adapters,
+            lora_rank=args.lora_rank,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -36,6 +36,9 @@ class GenerationParams(msgspec.Struct, frozen=True, kw_only=True):
     top_k: int = 0
     stop_words: tuple[str, ...] = ()
     seed: int | None = None
+    # A LoRA adapter ("tenant/sha16") for ``lora_model`` only: a fallback to another model answers without it.
+    lora_name: str = ""
+    lora_model: str = ""
 
 
 class StreamStats(msgspec.Struct, kw_only=True):

@@ -15,7 +15,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from schemas.events import AnswerDone, Citation, Passage, PromptRef
+from schemas.events import AdapterRef, AnswerDone, Citation, Passage, PromptRef
 from schemas.topics import Topic
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ class CachedAnswer(msgspec.Struct, kw_only=True):
     created_at: float
     # Where the cache indexed the entry (implementation-defined), so invalidation can find it.
     vector_set: str
+    # The LoRA adapter that produced it (entries written before adapters existed decode with None).
+    adapter: AdapterRef | None = None
 
     @classmethod
     def of(cls, question: str, answer: AnswerDone, vector_set: str) -> CachedAnswer:
@@ -90,6 +92,7 @@ class CachedAnswer(msgspec.Struct, kw_only=True):
             doc_ids=sorted({citation.doc_id for citation in answer.citations}),
             created_at=time.time(),
             vector_set=vector_set,
+            adapter=answer.adapter,
         )
 
 

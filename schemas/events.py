@@ -17,6 +17,8 @@ from typing import Literal
 
 import msgspec
 
+from schemas.finetune import AdapterEvalReport
+
 SCHEMA_VERSION = 1
 
 JsonScalar = str | int | float | bool | None
@@ -199,6 +201,19 @@ class PromptRef(msgspec.Struct, kw_only=True, frozen=True):
     content_hash: str
 
 
+class AdapterRef(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """Identity of a LoRA adapter, like :class:`PromptRef` for prompts: ``name`` (the tenant's adapter line) and
+    ``version`` (1, 2, ... in registration order), the sha256 of its weights file, the base model it adapts, and the
+    sha256 of the training set and of the config it came from."""
+
+    name: str
+    version: str
+    content_hash: str
+    base_model: str
+    data_hash: str = ""
+    config_hash: str = ""
+
+
 class PromptedQuery(Event, tag="query.prompted"):
     """Everything generation needs: the rendered prompt, the model, and the sources behind each [n]."""
 
@@ -214,6 +229,8 @@ class PromptedQuery(Event, tag="query.prompted"):
     input_verdict: GuardVerdict | None = None
     # Every retrieved candidate in the pipeline's rank order; carried to the answer (AnswerDone.retrieval).
     ranked: list[RankedPassage] = msgspec.field(default_factory=list)
+    # The tenant's active LoRA adapter for ``model`` (None: the base model), applied per request by the server.
+    adapter: AdapterRef | None = None
 
 
 class CancelRequest(Event, tag="query.cancel"):
@@ -267,6 +284,8 @@ class AnswerDone(Event, tag="answer.done"):
     # The retrieval behind this answer, in rank order, marking the passages the prompt held (empty for a cache hit):
     # an evaluation scores what the pipeline did, not a re-run of the search.
     retrieval: list[RankedPassage] = msgspec.field(default_factory=list)
+    # The LoRA adapter that produced the answer (None: the base model, or not a generated answer).
+    adapter: AdapterRef | None = None
 
 
 class AnswerError(Event, tag="answer.error"):
@@ -366,6 +385,72 @@ class EvalCaseResult(Event, tag="eval.result"):
     scores: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+# --- fine-tuning (ragstream finetune) ---------------------------------------------------------------------------
+
+
+FinetunePhase = Literal["build", "train", "eval", "gate", "done", "failed"]
+
+
+class FinetuneProgress(Event, tag="finetune.progress"):
+    """Where a fine-tune run is, keyed ``run_id``: one event per phase change and per reported training step."""
+
+    run_id: str
+    tenant: str
+    phase: FinetunePhase
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    step_ms: float | None = None
+    message: str = ""
+
+
+class FinetuneResult(Event, tag="finetune.result"):
+    """How a run ended, keyed ``run_id``: the adapter it registered (if any), base and adapter metrics on the
+    held-out split, and whether the gate promoted it (``reasons`` says why not)."""
+
+    run_id: str
+    tenant: str
+    decision: Literal["promoted", "rejected", "failed"]
+    adapter: AdapterRef | None = None
+    reasons: list[str] = msgspec.field(default_factory=list)
+    base_metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    adapter_metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    report_path: str = ""
+    error: str = ""
+
+
+class AdapterRegistered(Event, tag="adapter.registered"):
+    """One immutable adapter version, a candidate for ``tenant`` with its evaluation report. Keyed
+    ``tenant@version`` on the compacted adapters topic, so compaction keeps every version."""
+
+    tenant: str
+    adapter: AdapterRef
+    path: str  # the folder holding the PEFT adapter (adapter_config.json, adapter_model.safetensors, manifest.json)
+    report: AdapterEvalReport | None = None
+    run_id: str = ""
+
+
+class AdapterPromoted(Event, tag="adapter.promoted"):
+    """The tenant's active adapter pointer, keyed ``tenant``: ``version`` active ("" = the base model, no adapter),
+    ``history`` the stack of promoted versions (oldest first) that rollback walks back through."""
+
+    tenant: str
+    version: str
+    history: list[str] = msgspec.field(default_factory=list)
+
+
+class AdapterRolledBack(Event, tag="adapter.rolled_back"):
+    """The pointer after a rollback (same key and state as :class:`AdapterPromoted`)."""
+
+    tenant: str
+    version: str
+    rolled_back_from: str
+    history: list[str] = msgspec.field(default_factory=list)
+
+
+AdapterRecord = AdapterRegistered | AdapterPromoted | AdapterRolledBack
+
+
 AnyEvent = (
     DocumentUpsert
     | DocumentDelete
@@ -385,4 +470,9 @@ AnyEvent = (
     | PromptRolledBack
     | EvalCaseEvent
     | EvalCaseResult
+    | FinetuneProgress
+    | FinetuneResult
+    | AdapterRegistered
+    | AdapterPromoted
+    | AdapterRolledBack
 )

@@ -30,6 +30,8 @@ class Topic(enum.StrEnum):
     PROMPTS = "prompts.v1"
     EVAL_CASES = "eval.cases.v1"
     EVAL_RESULTS = "eval.results.v1"
+    FINETUNE = "finetune.v1"
+    ADAPTERS = "adapters.v1"
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.PROMPTS, partitions=1, config=_COMPACT, purpose="prompt registry (compacted)"),
     TopicSpec(Topic.EVAL_CASES, config=_DELETE_7D, purpose="evaluation cases"),
     TopicSpec(Topic.EVAL_RESULTS, config=_DELETE_7D, purpose="evaluation results"),
+    TopicSpec(Topic.FINETUNE, partitions=1, config=_DELETE_7D, purpose="fine-tune progress and results"),
+    TopicSpec(Topic.ADAPTERS, partitions=1, config=_COMPACT, purpose="LoRA adapter registry per tenant (compacted)"),
 )
 
 BY_TOPIC: Mapping[Topic, TopicSpec] = {spec.topic: spec for spec in TOPICS}

@@ -43,6 +43,10 @@ GENERATION_INPUTS: tuple[TensorSpec, ...] = (
     TensorSpec("seed", "TYPE_UINT64", (1,), optional=True),
 )
 
+# Multi-LoRA on the CPU chat model (llm_small): the adapter a request uses, "tenant/sha16" under the model's adapter
+# folder. Not part of the ensemble contract; a client sends it only to the model the adapter was trained for.
+LORA_NAME = TensorSpec("lora_name", "TYPE_STRING", (1,), optional=True)
+
 GENERATION_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("text_output", "TYPE_STRING", (-1,)),)
 
 # Embedder: one text per batch row; Triton's dynamic batcher merges concurrent requests. Vectors are L2-normalized.

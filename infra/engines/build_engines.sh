@@ -30,6 +30,7 @@ readonly MAX_NUM_TOKENS=8192     # tokens per engine iteration; also the chunk s
 readonly MAX_INPUT_LEN=7168      # prompt limit, leaving >= 1024 tokens of answer inside the context
 readonly MAX_SEQ_LEN=8192        # Llama-3-8B's context window
 readonly CALIB_SIZE=512          # calibration samples for the FP8 weight/activation/KV scales
+readonly MAX_LORA_RANK=64        # largest LoRA adapter rank the engine serves (multi-LoRA, per request)
 
 # --- Paths (fixed inside the container: the model configs refer to them) ----------------------------------
 readonly ENGINES_ROOT=/engines
@@ -156,6 +157,9 @@ stage_llm() {
     --max_input_len "${MAX_INPUT_LEN}" \
     --max_seq_len "${MAX_SEQ_LEN}" \
     --max_beam_width 1 \
+    --lora_plugin auto \
+    --lora_target_modules attn_q attn_k attn_v attn_dense \
+    --max_lora_rank "${MAX_LORA_RANK}" \
     --workers 1
 }
 
@@ -288,6 +292,9 @@ checks = {
     "paged context FMHA (KV reuse, chunked prefill)": plugins.get("use_paged_context_fmha") is True,
     "FP8 context FMHA": plugins.get("use_fp8_context_fmha") is True,
     "engine batch >= Triton max_batch_size": build.get("max_batch_size", 0) >= triton_batch,
+    "LoRA plugin (multi-LoRA)": bool(plugins.get("lora_plugin")),
+    "engine LoRA rank >= Triton lora_cache_max_adapter_size": build.get("lora_config", {}).get("max_lora_rank", 0)
+    >= int(re.search(r'"lora_cache_max_adapter_size" value: \{ string_value: "(\d+)"', triton).group(1)),
 }
 for what, ok in checks.items():
     print(f"{'ok  ' if ok else 'FAIL'} {what}")

@@ -221,6 +221,9 @@ class Triton(Service):
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
             # The chat models find their converted weights here (triton_models/cpu/_shared/model_files.py).
             "RAGSTREAM_CACHE_DIR": str(s.cache_path),
+            # LoRA adapters `ragstream finetune` writes (<data dir>/adapters/<tenant>/<sha16>); a request names one
+            # with the optional `lora_name` input and the chat model loads it on first use.
+            "RAGSTREAM_ADAPTERS_DIR": str(s.data_path / "adapters"),
         }
         argv = [
             str(self.server_root / "bin" / "tritonserver"),

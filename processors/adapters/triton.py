@@ -21,9 +21,9 @@ from tritonclient.utils import InferenceServerException
 from processors.adapters.chat_formats import model_info, render_chat
 from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats, retried_before_output
 from processors.telemetry import ModelCall
-from schemas.triton import GENERATION_INPUTS
+from schemas.triton import GENERATION_INPUTS, LORA_NAME
 
-_SPECS = {spec.name: spec for spec in GENERATION_INPUTS}
+_SPECS = {spec.name: spec for spec in (*GENERATION_INPUTS, LORA_NAME)}
 
 
 class TritonError(GenerationError):
@@ -68,7 +68,10 @@ def _tensor(name: str, value: Any) -> grpcclient.InferInput:
     return tensor
 
 
-def generation_inputs(prompt: str, params: GenerationParams, *, stream: bool = True) -> list[grpcclient.InferInput]:
+def generation_inputs(
+    prompt: str, params: GenerationParams, *, stream: bool = True, model: str = ""
+) -> list[grpcclient.InferInput]:
+    """The request's tensors; ``lora_name`` only for the model the adapter was trained for (``params.lora_model``)."""
     inputs = [
         _tensor("text_input", prompt),
         _tensor("max_tokens", params.max_tokens),
@@ -82,6 +85,8 @@ def generation_inputs(prompt: str, params: GenerationParams, *, stream: bool = T
         inputs.append(_tensor("stop_words", params.stop_words))
     if params.seed is not None:
         inputs.append(_tensor("seed", params.seed))
+    if params.lora_name and model and model == params.lora_model:
+        inputs.append(_tensor(LORA_NAME.name, params.lora_name))
     return inputs
 
 
@@ -223,7 +228,11 @@ class TritonClient:
         deadline: float,
         first_token_timeout_s: float | None,
     ) -> AsyncGenerator[str, None]:
-        request = {"model_name": model, "inputs": generation_inputs(prompt, params), "request_id": request_id}
+        request = {
+            "model_name": model,
+            "inputs": generation_inputs(prompt, params, model=model),
+            "request_id": request_id,
+        }
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
             # Ending the request stream half-closes the call; Triton ends it after the model's final response.

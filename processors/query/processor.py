@@ -40,6 +40,7 @@ from processors.query.extractive import extractive_answer
 from processors.query.requests import RequestLimits, request_problem
 from processors.telemetry import cache_lookups, count_verdict, reason_kinds, step
 from schemas.events import (
+    AdapterRef,
     AnswerDone,
     AnswerError,
     Passage,
@@ -113,6 +114,12 @@ def ranking(
     ]
 
 
+def lora_name(tenant: str, adapter: AdapterRef) -> str:
+    """How a model server finds a tenant's adapter: ``<tenant>/<sha256[:16]>`` under its adapter folder (where
+    ``ragstream finetune`` copies it)."""
+    return f"{tenant}/{adapter.content_hash[:16]}"
+
+
 EXTRACTIVE = "extractive"  # the answer's "model" when it was quoted from the sources
 
 
@@ -154,6 +161,7 @@ class QueryProcessor:
         clock: Callable[[], float] = time.time,
         checker: ClaimChecker | None = None,
         screen: PassageScreen | None = None,
+        adapter_for: Callable[[str], AdapterRef | None] | None = None,
     ) -> None:
         self.guard = guard
         self.policy_for = policy_for
@@ -168,6 +176,8 @@ class QueryProcessor:
         self.clock = clock
         self.checker = checker
         self.screen = screen
+        # The tenant's active LoRA adapter (the adapter registry), applied when the routed model is its base.
+        self.adapter_for = adapter_for
 
     def expired(self, request: QueryRequest, stage: str) -> AnswerError | None:
         """The timeout answer when the request's deadline has passed: nobody waits for it any more, so expired work
@@ -229,6 +239,10 @@ class QueryProcessor:
         except PromptError as exc:  # e.g. a prompt_version the registry does not have
             raise _Answered(_bad_request(request, str(exc))) from None
         prompt_key = f"{prompt_ref.name}:{prompt_ref.version}"
+        # So is the tenant's adapter: answers of a promoted (or rolled back) adapter are not served for another.
+        adapter = self.adapter_for(request.tenant) if self.adapter_for is not None else None
+        if adapter is not None:
+            prompt_key += f":lora:{adapter.version}"
         if self.cache is not None and self.config.cache and request.options.use_cache:
             with step("cache_lookup", timings) as span:
                 hit = await self.cache.lookup(request.tenant, prompt_key, question, vector)
@@ -244,6 +258,7 @@ class QueryProcessor:
                             citations=cached.citations,
                             model=cached.model,
                             prompt_ref=cached.prompt_ref,
+                            adapter=cached.adapter,
                             cached=True,
                             timings_ms=timings,
                             input_verdict=screened.verdict,
@@ -311,6 +326,7 @@ class QueryProcessor:
                 embedding=[float(x) for x in np.asarray(vector).reshape(-1)],
                 input_verdict=screened.verdict,
                 ranked=ranking(ranked, context.sources, withheld),
+                adapter=adapter if adapter is not None and adapter.base_model == model else None,
             )
         )
 
@@ -331,6 +347,8 @@ class QueryProcessor:
             max_tokens=request.options.max_tokens or self.config.max_tokens,
             temperature=request.options.temperature,
             top_p=request.options.top_p,
+            lora_name=lora_name(request.tenant, prompted.adapter) if prompted.adapter else "",
+            lora_model=prompted.adapter.base_model if prompted.adapter else "",
         )
         stats = StreamStats(model=prompted.model, started=time.monotonic())
         seq = 0
@@ -412,11 +430,13 @@ class QueryProcessor:
             timings["ttft_model"] = stats.ttft_s * 1000.0
         if stats.finished_at is not None:
             timings["generate"] = (stats.finished_at - stats.started) * 1000.0
+        answered_by = models[models.index(stats.fallback_from) + 1] if stats.fallback_from in models else models[0]
         yield AnswerDone(
             request_id=request.request_id,
             text=report.text,
             citations=citations,
-            model=models[models.index(stats.fallback_from) + 1] if stats.fallback_from in models else models[0],
+            model=answered_by,
+            adapter=prompted.adapter if prompted.adapter and prompted.adapter.base_model == answered_by else None,
             prompt_ref=prompted.prompt_ref,
             finish_reason=finish,
             usage=Usage(completion_tokens=stats.chunks),
@@ -436,4 +456,7 @@ class QueryProcessor:
         if done.output_verdict and any(r.startswith("contradicted_by_source") for r in done.output_verdict.reasons):
             return  # a flagged answer is not worth serving again
         key = f"{prompted.prompt_ref.name}:{prompted.prompt_ref.version}"
+        current = self.adapter_for(prompted.request.tenant) if self.adapter_for is not None else None
+        if current is not None:
+            key += f":lora:{current.version}"
         await self.cache.store(prompted.request.tenant, key, prompted.question, prompted.embedding, done)

@@ -10,6 +10,7 @@ import typer
 
 from streams.cli._common import settings_or_exit
 from streams.cli.eval import eval_cli
+from streams.cli.finetune import finetune_cli
 from streams.cli.prompts import prompts_cli
 
 cli = typer.Typer(
@@ -21,6 +22,7 @@ cli = typer.Typer(
 )
 cli.add_typer(prompts_cli, name="prompts")
 cli.add_typer(eval_cli, name="eval")
+cli.add_typer(finetune_cli, name="finetune")
 
 ServiceNames = Annotated[
     list[str] | None,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from processors.adapters.doc_states import DocStates
     from processors.adapters.milvus import MilvusIndex
     from processors.query.processor import QueryProcessor
+    from streams.clients.adapter_store import KafkaAdapterStore
     from streams.clients.prompt_store import KafkaPromptStore
 
 
@@ -41,6 +42,7 @@ class Resources:
         self._states: DocStates | None = None
         self._index: MilvusIndex | None = None
         self._prompts: KafkaPromptStore | None = None
+        self._adapters: KafkaAdapterStore | None = None
         self._query: QueryProcessor | None = None
         self._query_lock = asyncio.Lock()
 
@@ -122,6 +124,16 @@ class Resources:
             self._prompts = store
         return self._prompts
 
+    async def adapters(self) -> KafkaAdapterStore:
+        """The LoRA adapter registry (``ragstream finetune``): which adapter each tenant's answers use."""
+        if self._adapters is None:
+            from streams.clients.adapter_store import KafkaAdapterStore
+
+            store = KafkaAdapterStore(self.settings)
+            await store.start()
+            self._adapters = store
+        return self._adapters
+
     async def query(self) -> QueryProcessor:
         """The query path's processor, built once (the guard models take seconds to load)."""
         async with self._query_lock:
@@ -143,6 +155,7 @@ class Resources:
         guard = InputGuard()
         await guard.warm_up()
         store = await self.prompts()
+        adapters = await self.adapters()
         return QueryProcessor(
             guard=guard,
             policy_for=policies.for_tenant,
@@ -156,6 +169,7 @@ class Resources:
             config=query_config(s),
             checker=claim_checker(s),
             screen=InjectionScreen() if s.screen_passages else None,
+            adapter_for=adapters.state.active_ref,
         )
 
     async def warm_up(self) -> None:
@@ -170,6 +184,9 @@ class Resources:
         if self._prompts is not None:
             await self._prompts.stop()
             self._prompts = None
+        if self._adapters is not None:
+            await self._adapters.stop()
+            self._adapters = None
         if self._triton is not None:
             await self._triton.close()
             self._triton = None

@@ -20,10 +20,12 @@ from infra.capacity import (
     ModelSpec,
     activation_reserve_bytes,
     decode_step_cost,
+    format_plan,
     get_gpu,
     get_model,
     kv_cache_budget_bytes,
     kv_cache_bytes_per_token,
+    lora_adapter_bytes,
     main,
     max_concurrent_sequences,
     parameter_breakdown,
@@ -397,3 +399,27 @@ def test_plans_are_finite_for_every_catalog_model_and_gpu() -> None:
             assert result.fits, (model, gpu)
             assert math.isfinite(result.throughput_tokens_per_second)
             assert result.throughput_tokens_per_second <= result.throughput_upper_bound_tokens_per_second
+
+
+def test_a_lora_adapter_is_rank_times_in_plus_out_per_adapted_projection() -> None:
+
+    llama = get_model("llama-3-8b")  # 32 layers, hidden 4096, 32 query heads and 8 KV heads of 128
+    per_layer = 8 * ((4096 + 4096) + (4096 + 1024) + (4096 + 1024) + (4096 + 4096))
+    assert lora_adapter_bytes(llama, rank=8) == 32 * per_layer * 2  # fp16: 13.6 MB
+    assert lora_adapter_bytes(llama, rank=16) == 2 * lora_adapter_bytes(llama, rank=8)
+    with pytest.raises(ValueError, match="unknown LoRA modules"):
+        lora_adapter_bytes(llama, modules=("qkv",))
+
+
+def test_lora_adapters_come_out_of_the_kv_cache_budget() -> None:
+
+    base = plan("llama-3-8b", "h100-sxm")
+    with_lora = plan("llama-3-8b", "h100-sxm", lora_adapters=64, lora_rank=16)
+    lora = 64 * lora_adapter_bytes(get_model("llama-3-8b"), rank=16)
+    assert with_lora.lora_bytes_per_gpu == lora
+    assert with_lora.reserve_bytes_per_gpu == pytest.approx(base.reserve_bytes_per_gpu + lora)
+    assert with_lora.kv_budget_bytes_per_gpu == pytest.approx(base.kv_budget_bytes_per_gpu - 0.9 * lora)
+    assert with_lora.kv_capacity_tokens < base.kv_capacity_tokens
+    two = plan("llama-3-8b", "h100-sxm", gpus=2, lora_adapters=64, lora_rank=16)
+    assert two.lora_bytes_per_gpu == pytest.approx(lora / 2)  # split like the weights
+    assert "64 LoRA adapters of rank 16" in format_plan(with_lora)

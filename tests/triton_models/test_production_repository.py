@@ -19,7 +19,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from infra.capacity import plan
+from infra.capacity import get_model, lora_adapter_bytes, plan
 from schemas.triton import (
     EMBEDDING_INPUTS,
     EMBEDDING_OUTPUTS,
@@ -314,6 +314,33 @@ def test_streaming_models_are_decoupled_and_tokenizers_point_at_the_volume() -> 
     # One request limit along the generation path, so no step rejects a batch the ensemble accepted.
     llm_path = ("ensemble", "preprocessing", "tensorrt_llm", "postprocessing")
     assert {models[name].max_batch_size for name in llm_path} == {64}
+
+
+def test_tensorrt_llm_serves_several_lora_adapters_per_request() -> None:
+    """Multi-LoRA: the LoRA cache is configured, the ensemble and the BLS carry the adapter inputs to tensorrt_llm,
+    the engine is built with the LoRA plugin up to the cache's largest rank, and the GPU cache holds a useful number
+    of ragstream finetune's adapters (rank 8 on q/k/v/o) on the H100 the configs are sized for."""
+    models = load_repository(PRODUCTION)
+    llm = models["tensorrt_llm"]
+    optimal = int(parameter(llm, "lora_cache_optimal_adapter_size") or "0")
+    largest = int(parameter(llm, "lora_cache_max_adapter_size") or "0")
+    fraction = float(parameter(llm, "lora_cache_gpu_memory_fraction") or "nan")
+    host = int(parameter(llm, "lora_cache_host_memory_bytes") or "0")
+    assert 1 <= optimal <= largest and 0.0 < fraction <= 0.2 and host >= 2**30
+    assert largest == _script_value("MAX_LORA_RANK")
+    script = BUILD_SCRIPT.read_text(encoding="utf-8")
+    assert "--lora_plugin" in script and "--lora_target_modules attn_q attn_k attn_v attn_dense" in script
+    lora_inputs = {"lora_task_id", "lora_weights", "lora_config"}
+    for name in ("tensorrt_llm", "tensorrt_llm_bls", "ensemble"):
+        assert lora_inputs <= {tensor.name for tensor in models[name].input}, name
+    step = next(s for s in models["ensemble"].ensemble_scheduling.step if s.model_name == "tensorrt_llm")
+    assert all(step.input_map[key] == key for key in lora_inputs)
+    # What the KV cache leaves on the GPU (weights, reserve, KV at its fraction), of which the LoRA cache takes its own
+    kv_fraction = float(parameter(llm, "kv_cache_free_gpu_mem_fraction") or "nan")
+    sized = plan("llama-3-8b", "h100-sxm", kv_cache_free_gpu_mem_fraction=kv_fraction, max_batch_size=128)
+    left = (sized.gpu.memory_bytes - sized.weight_bytes_per_gpu - sized.reserve_bytes_per_gpu) * (1 - kv_fraction)
+    adapters = left * fraction / lora_adapter_bytes(get_model("llama-3-8b"), rank=optimal)
+    assert adapters >= 32, adapters
 
 
 def _script_value(name: str) -> int:

@@ -15,6 +15,12 @@ step to join. ``execute`` only queues requests and returns: in decoupled mode th
 engine thread through each request's response sender, which is what lets Triton hand us new requests while
 earlier ones are still generating.
 
+Multi-LoRA: a request may name a LoRA adapter (``lora_name``, e.g. ``tenant/sha16``: a folder under ``lora_dir``
+holding PEFT's ``adapter_config.json`` and ``adapter_model.safetensors``, as ``ragstream finetune`` writes them).
+The engine loads an adapter the first time a request names it (no restart), keeps up to ``max_loras`` of them on
+the one base model, and runs every forward with PEFT's per-row ``adapter_names``: each row of a mixed batch gets
+its own adapter, and a row without one gets the base model (``__base__``), never another request's adapter.
+
 The prompt (``text_input``) is used as is, already in the model's chat format: the client renders the chat
 template (``processors/models.py``), exactly as production's TensorRT-LLM ensemble expects pre-templated text.
 """
@@ -22,11 +28,14 @@ template (``processors/models.py``), exactly as production's TensorRT-LLM ensemb
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import inspect
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -49,11 +58,22 @@ class GenRequest:
     # Called with an error message when the request fails; the request is then finished.
     fail: object = None  # Callable[[str], None]
     is_cancelled: object = None  # Callable[[], bool]
+    # A LoRA adapter under the engine's lora_dir ("" = the base model).
+    lora_name: str = ""
+
+
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+_LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?$")
+
+
+class LoraError(ValueError):
+    """A request named an adapter the engine cannot serve (bad name, missing folder, too many loaded)."""
 
 
 @dataclass
 class _Row:
     req: GenRequest
+    adapter: str = BASE_ADAPTER  # PEFT adapter name for this row
     ids: list[int] = field(default_factory=list)
     sent_chars: int = 0
     text: str = ""
@@ -72,10 +92,16 @@ class ChatEngine:
         max_active: int = 16,
         max_context: int = 4096,
         cancel_check_s: float = 0.05,
+        lora_dir: str | Path | None = None,
+        max_loras: int = 8,
         log=print,
     ) -> None:
         self.cancel_check_s = cancel_check_s
         self.model = model
+        self.base_model = model
+        self.lora_dir = Path(lora_dir).resolve() if lora_dir else None
+        self.max_loras = max_loras
+        self.loras: dict[str, str] = {}  # lora_name -> PEFT adapter name, in load order
         self.tokenizer = tokenizer
         self.name = name
         self.max_active = max_active
@@ -96,7 +122,7 @@ class ChatEngine:
             eos.update(gen_eos)
         self.eos_ids = eos
         # transformers 5 renamed the forward's ``past_key_values`` argument to ``cache``.
-        params = inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters  # the base model's, also once PEFT wraps it
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._queue: queue.Queue[GenRequest | None] = queue.Queue()
         self._rows: list[_Row] = []
@@ -170,7 +196,7 @@ class ChatEngine:
             req.fail(message)
 
     def _admit(self, waiting: list[GenRequest]) -> None:
-        fresh: list[tuple[GenRequest, list[int]]] = []
+        fresh: list[tuple[GenRequest, list[int], str]] = []
         for req in waiting:
             if req.is_cancelled is not None and req.is_cancelled():
                 self.log(f"{self.name}: request '{req.request_id}' cancelled after 0 tokens")
@@ -186,14 +212,19 @@ class ChatEngine:
             if req.max_tokens == 0:
                 req.emit("", True)
                 continue
-            fresh.append((req, ids))
+            try:
+                adapter = self._adapter_for(req.lora_name)
+            except LoraError as exc:
+                self._fail(req, f"{self.name}: {exc}")
+                continue
+            fresh.append((req, ids, adapter))
         if not fresh:
             return
         # Prefill the newcomers together, left-padded.
-        width = max(len(ids) for _, ids in fresh)
+        width = max(len(ids) for _, ids, _ in fresh)
         input_ids = torch.full((len(fresh), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(fresh), width), dtype=torch.long)
-        for i, (_, ids) in enumerate(fresh):
+        for i, (_, ids, _) in enumerate(fresh):
             input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
             mask[i, width - len(ids) :] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -204,9 +235,10 @@ class ChatEngine:
                 position_ids=position_ids,
                 use_cache=True,
                 logits_to_keep=1,
+                **self._adapter_args([adapter for _, _, adapter in fresh]),
             )
         logits = out.logits[:, -1, :]
-        rows = [_Row(req=req) for req, _ in fresh]
+        rows = [_Row(req=req, adapter=adapter) for req, _, adapter in fresh]
         for row in rows:
             if row.req.seed is not None:
                 row.generator = torch.Generator().manual_seed(int(row.req.seed))
@@ -214,6 +246,43 @@ class ChatEngine:
         pos = mask.sum(-1)
         self._merge(rows, _cache_of(out), mask, pos, first)
         self._after_tokens(first.tolist(), rows)
+
+    def _adapter_args(self, adapters: list[str]) -> dict:
+        """Once any adapter is loaded the model is a PeftModel, whose default would apply its active adapter to
+        every row: always name each row's adapter (the base model's rows too)."""
+        return {"adapter_names": adapters} if self.loras else {}
+
+    def _adapter_for(self, lora_name: str) -> str:
+        """The PEFT adapter name serving ``lora_name``, loading it from ``lora_dir`` the first time."""
+        if not lora_name:
+            return BASE_ADAPTER
+        loaded = self.loras.get(lora_name)
+        if loaded is not None:
+            return loaded
+        if self.lora_dir is None:
+            raise LoraError(f"adapter {lora_name!r} requested but this model serves no adapters (no lora_dir)")
+        if not _LORA_NAME.match(lora_name) or ".." in lora_name:
+            raise LoraError(f"invalid adapter name {lora_name!r}")
+        folder = (self.lora_dir / lora_name).resolve()
+        if self.lora_dir not in folder.parents or not (folder / "adapter_config.json").is_file():
+            raise LoraError(f"no adapter {lora_name!r} under {self.lora_dir}")
+        if len(self.loras) >= self.max_loras:
+            raise LoraError(f"{len(self.loras)} adapters loaded, the most this model holds (max_loras)")
+        adapter = "lora_" + hashlib.sha256(lora_name.encode()).hexdigest()[:16]  # PEFT names cannot hold '/' '.'
+        started = time.perf_counter()
+        try:
+            import peft
+        except ImportError:
+            raise LoraError("peft is not installed in the model environment") from None
+        if not self.loras:
+            self.model = peft.PeftModel.from_pretrained(self.base_model, str(folder), adapter_name=adapter,
+                                                        is_trainable=False)  # fmt: skip
+        else:
+            self.model.load_adapter(str(folder), adapter_name=adapter, is_trainable=False)
+        self.model.eval()
+        self.loras[lora_name] = adapter
+        self.log(f"{self.name}: loaded adapter {lora_name} in {time.perf_counter() - started:.2f}s")
+        return adapter
 
     def _merge(self, rows, cache, mask, pos, last) -> None:
         if self._cache is None:
@@ -241,6 +310,7 @@ class ChatEngine:
                 position_ids=self._pos[:, None],
                 use_cache=True,
                 **{self._cache_arg: self._cache},
+                **self._adapter_args([row.adapter for row in self._rows]),
             )
         self.steps += 1
         self._cache, self._mask, self._pos = _cache_of(out), mask, self._pos + 1

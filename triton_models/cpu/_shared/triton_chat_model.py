@@ -8,6 +8,7 @@ false one response with the whole text. ``text_input`` is already chat-templated
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -53,6 +54,8 @@ class ChatModel:
             name=self.name,
             max_active=int(_param(config, "max_active", "16")),
             max_context=int(_param(config, "max_context", "4096")),
+            lora_dir=_param(config, "lora_dir", "") or os.environ.get("RAGSTREAM_ADAPTERS_DIR") or None,
+            max_loras=int(_param(config, "max_loras", "8")),
             log=pb_utils.Logger.log_info,
         )
         self._warm_up(tokenizer)
@@ -115,6 +118,7 @@ class ChatModel:
                 emit=emit,
                 fail=fail,
                 is_cancelled=request.is_cancelled,
+                lora_name=_text(_scalar(request, "lora_name", b"")).strip(),
             )
         except Exception as exc:
             fail(f"{self.name}: bad request: {exc}")
