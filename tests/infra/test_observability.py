@@ -172,7 +172,8 @@ async def test_every_dashboard_panel_returns_series_after_real_traffic(
     finally:
         await producer.stop()
     (tmp_path / "lamp.md").write_text("# Lamp\n\n## Colours\n\nThe frobnicator lamp blinks green when it is idle.\n")
-    await ingest_folder(obs_settings, tmp_path, tenants[0])
+    # for the ingest panels; a tenant of its own, so the session's corpus tenant keeps only its own documents
+    await ingest_folder(obs_settings, tmp_path, f"{tenants[0]}-obs")
 
     # Every panel expression of every dashboard, as Grafana would send it, until each returns series.
     validate = deploy_validate()

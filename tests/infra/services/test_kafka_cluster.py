@@ -257,7 +257,16 @@ async def test_the_worker_keeps_serving_through_kill_9_of_a_broker(cluster: Stac
         await producer.start()
 
         async def send(i: int) -> None:
-            metadata = await producer.send_and_wait(documents, b"\xc1 poison %d" % i, partition=0)
+            # A client's own duty during a fail-over: a retriable error (the dead leader not ready) is sent again.
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    metadata = await producer.send_and_wait(documents, b"\xc1 poison %d" % i, partition=0)
+                    break
+                except KafkaError as exc:
+                    if not exc.retriable or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
             sent.add((metadata.partition, metadata.offset))
 
         async def collect(until: float) -> None:

@@ -33,9 +33,10 @@ def test_ask_streams_the_answer_and_prints_its_sources_and_a_status_line(
     result = ragstream(stack_settings, "ask", QUESTION, "--tenant", tenants[0], "--model", "llm_echo", "--no-cache")
     assert result.returncode == 0, result.stderr
     assert "FROB_TIMEOUT" in result.stdout  # llm_echo streams its prompt back, sources included
+    # the echoed prompt numbers its sources too; the sources the command prints come last, after the answer
     citations = [line for line in result.stdout.splitlines() if line.startswith("[1] ")]
-    assert citations and citations[0].startswith("[1] Frobnicator manual")
-    assert "frobnicator.md#0-" in citations[0]  # the source file and the cited characters
+    assert citations and citations[-1].startswith("[1] Frobnicator manual")
+    assert "frobnicator.md#0-" in citations[-1]  # the source file and the cited characters
     status = result.stderr.strip().splitlines()[-1]
     assert status.startswith("[stop; llm_echo; prompt rag_qa@") and "retrieve=" in status
 

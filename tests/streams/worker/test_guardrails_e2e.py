@@ -101,7 +101,9 @@ async def test_hostile_inputs_get_clear_answers_and_the_worker_keeps_running(
             async for event in asker.events(request_id, timeout_s=60):
                 if not isinstance(event, TokenDelta):
                     outcomes[name] = event
-    for name in ("huge", "binary", "fullwidth injection", "zero-width injection"):
+    huge = outcomes["huge"]  # refused by the request limits, before the guard or any model
+    assert isinstance(huge, AnswerError) and huge.code == "bad_request" and "characters" in huge.message, huge
+    for name in ("binary", "fullwidth injection", "zero-width injection"):
         outcome = outcomes[name]
         assert isinstance(outcome, AnswerError) and outcome.code == "blocked", (name, outcome)
         assert outcome.message, name

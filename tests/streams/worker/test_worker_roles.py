@@ -13,7 +13,7 @@ import pytest
 
 from infra.kafka_admin import ensure_topics
 from infra.settings import Settings
-from infra.stack import Stack
+from infra.stack import Stack, free_ports
 from schemas.events import AnswerDone, QueryOptions
 from streams.clients import ingest as ingest_client
 from streams.clients.asker import KafkaAsker
@@ -24,7 +24,9 @@ pytestmark = pytest.mark.services
 
 class RoleWorker(WorkerProcess):
     def __init__(self, settings: Settings, log_path: Path, role: str) -> None:
-        super().__init__(settings, log_path)
+        # ports of its own: the session's worker already holds the settings' web and metrics ports
+        web_port, metrics_port = free_ports(2)
+        super().__init__(settings.with_changes(worker_web_port=web_port, metrics_port=metrics_port), log_path)
         self.role = role
 
     def start(self) -> None:
