@@ -295,12 +295,12 @@ async def test_the_worker_keeps_serving_through_kill_9_of_a_broker(cluster: Stac
         assert sent <= handled, f"unhandled: {sorted(sent - handled)}\n{log.read_text()[-3000:]}"
         assert worker.returncode is None, "the worker stopped"
     finally:
-        await producer.stop()
-        await reader.stop()
-        worker.terminate()  # by its PID
+        worker.terminate()  # by its PID, first: a client that fails to stop must not leave the worker running
         try:
             await asyncio.wait_for(worker.wait(), 30)
         except TimeoutError:
             worker.kill()
             await worker.wait()
+        await producer.stop()
+        await reader.stop()
         await asyncio.to_thread(cluster.up, ["kafka"])  # the killed node back, for whatever runs next
