@@ -73,12 +73,20 @@ def nodes(stack: Stack) -> list[Kafka]:
 
 
 async def replica_state(settings: Settings, topic: str) -> dict[int, tuple[int, list[int], list[int]]]:
-    """partition -> (leader, replicas, in-sync replicas), from fresh metadata."""
+    """partition -> (leader, replicas, in-sync replicas), from fresh metadata. A node that joined a moment ago may
+    not list a new topic yet (its metadata lags the controller's), so ask again for a while before giving up."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_servers, group_id=None)
     await consumer.start()
     try:
-        metadata = await consumer._client.fetch_all_metadata()
-        return {p: (m.leader, list(m.replicas), list(m.isr)) for p, m in metadata._partitions[topic].items()}
+        deadline = time.monotonic() + 30
+        while True:
+            metadata = await consumer._client.fetch_all_metadata()
+            partitions = metadata._partitions.get(topic)
+            if partitions or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert partitions, f"{topic} is not in the cluster's metadata"
+        return {p: (m.leader, list(m.replicas), list(m.isr)) for p, m in partitions.items()}
     finally:
         await consumer.stop()
 

@@ -45,10 +45,13 @@ def bridge_settings(stack_settings: Settings, tenants: tuple[str, str], corpus: 
         bridge_port=free_ports(1)[0],
         api_keys=f"{KEY}:{acme},{OTHER_KEY}:{globex}",
         bridge_instance=f"t{new_id()[:8]}",
-        # These tests open 200 sockets with one key at once; the quotas have their own tests.
+        # These tests open 200 sockets with one key (one tenant) at once; the quotas have their own tests.
         bridge_key_connections=1000,
         bridge_key_burst=1000,
         bridge_key_rate=1000.0,
+        bridge_tenant_connections=1000,
+        bridge_tenant_burst=1000,
+        bridge_tenant_rate=1000.0,
         # 200 questions at once queue for the worker's prepare slots on 2 cores; the deadline stamped on each
         # request must outlast that queue, or the worker rightly answers `timeout` (deadline tests are elsewhere).
         request_timeout_s=150.0,
