@@ -102,10 +102,13 @@ def summarize_fault(
     killed_pids: list[int],
     ingest: IngestCheck | None,
     restart_error: str = "",
+    manual_restarts: list[str] | None = None,
     notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """One fault's figures. ``kill_at`` is the moment of the kill on the questions' clock; ``restart_s`` how long the
-    supervisor's restart took until the service's readiness probe passed (None: it did not come back)."""
+    supervisor's restart took until the service's readiness probe passed (None: it did not come back);
+    ``manual_restarts`` the other services that had to be restarted before the stack served again (then the fault
+    was not recovered by its own restart)."""
     bins = Counter(classify(q) for q in questions)
     in_flight = [q for q in questions if q.sent_at < kill_at and (q.ended_at is None or q.ended_at > kill_at)]
     after = [q for q in questions if q.sent_at >= kill_at]
@@ -119,13 +122,14 @@ def summarize_fault(
     goals = {
         "no_lost_questions": bins["lost"] == 0,
         "no_acked_document_lost": ingest is None or ingest.acked_lost == 0,
-        "recovered": restart_s is not None and first_answer_s is not None,
+        "recovered": restart_s is not None and first_answer_s is not None and not manual_restarts,
     }
     return {
         "fault": fault,
         "killed_pids": killed_pids,
         "restart_s": _round(restart_s),
         "restart_error": restart_error,
+        "manual_restarts": manual_restarts or [],
         "first_answer_after_kill_s": _round(first_answer_s),
         "all_done_for_questions_sent_after_s": _round(all_done_after_s) if after else None,
         "questions": len(questions),
@@ -253,6 +257,8 @@ def render_report(summary: dict[str, Any]) -> str:
         lines.append(f"- Killed PIDs (process group): {f['killed_pids'] or '—'}")
         if f["restart_error"]:
             lines.append(f"- Restart failed: {f['restart_error']}")
+        if f["manual_restarts"]:
+            lines.append(f"- NOT recovered by the restart alone; also restarted: {', '.join(f['manual_restarts'])}")
         lines.append(
             f"- In flight at the kill: {f['in_flight_at_kill']} ({_codes(f['in_flight_outcomes'])}); asked after "
             f"the kill: {f['sent_after_kill']}"

@@ -330,6 +330,29 @@ async def wait_serving(settings: Settings, timeout_s: float = 240.0) -> float:
     return time.monotonic() - t0
 
 
+async def ensure_serving(stack: Stack, settings: Settings, notes: list[str]) -> list[str]:
+    """After a fault: does the pipeline answer, and is every service up? If not, restart what is down (the worker
+    too when nothing answers) and say so: the fault then needed more than its own restart."""
+    statuses = await asyncio.to_thread(stack.status, [*FAULTS])
+    down = [s.name for s in statuses if s.state != "up"]
+    if down:
+        detail = ", ".join(f"{s.name} ({s.state}: {s.detail[:80]})" for s in statuses if s.state != "up")
+        notes.append(f"after the run, not up: {detail}")
+    try:
+        serving_s = await wait_serving(settings, timeout_s=90.0)
+        notes.append(f"after the run a direct Kafka round trip (llm_echo) answered in {serving_s:.1f} s")
+        return []
+    except TimeoutError:
+        notes.append("after the run the pipeline did NOT answer a direct Kafka round trip within 90 s")
+    restart = down or ["worker"]
+    if "worker" in restart:
+        await asyncio.to_thread(stack.down, ["worker"])
+    await asyncio.to_thread(stack.up, restart)
+    serving_s = await wait_serving(settings)
+    notes.append(f"restarted {', '.join(restart)} by hand; then answered after {serving_s:.1f} s")
+    return restart
+
+
 async def run_fault(
     stack: Stack, settings: Settings, fault: str, args: argparse.Namespace, baseline: dict[str, int]
 ) -> dict[str, Any]:
@@ -371,13 +394,10 @@ async def run_fault(
         await asyncio.sleep(remaining)
     await load.stop_and_drain()
     check = await ingest_task if ingest_task is not None else None
-    try:
-        serving_s = await wait_serving(settings, timeout_s=120.0)
-        notes.append(f"after the run a direct Kafka round trip answered in {serving_s:.1f} s")
-    except TimeoutError:
-        notes.append("after the run the pipeline did NOT answer a direct Kafka round trip within 120 s")
+    manual = await ensure_serving(stack, settings, notes)
     summary = summarize_fault(fault, load.questions, kill_at=kill_at, restart_s=restart_s, killed_pids=killed,
-                              ingest=check, restart_error=restart_error, notes=notes)  # fmt: skip
+                              ingest=check, restart_error=restart_error, manual_restarts=manual,
+                              notes=notes)  # fmt: skip
     print(f"  {fault}: done {summary['done']}, errors {summary['error']} {summary['error_codes']}, no connection "
           f"{summary['no_connection']}, lost {summary['lost']}, acked docs lost "
           f"{(summary['ingest'] or {}).get('acked_lost', '-')}, answers again after "

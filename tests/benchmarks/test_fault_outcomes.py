@@ -87,6 +87,12 @@ def test_a_clean_fault_meets_the_goals_and_a_missing_document_does_not() -> None
     never = outcomes.summarize_fault("triton", clean, kill_at=KILL, restart_s=None, killed_pids=[7], ingest=None,
                                      restart_error="ServiceError: not ready")  # fmt: skip
     assert not never["goals"]["recovered"]
+    by_hand = outcomes.summarize_fault("redis", clean, kill_at=KILL, restart_s=2.0, killed_pids=[7], ingest=None,
+                                       manual_restarts=["worker"])  # fmt: skip
+    assert not by_hand["goals"]["recovered"] and not by_hand["goals_met"]
+    report = outcomes.render_report({"faults": [by_hand]})
+    assert "recovered by the restart alone: **NOT met** (not recovered: redis)" in report
+    assert "also restarted: worker" in report
 
 
 def test_report_states_the_figures_and_the_verdicts() -> None:
