@@ -287,6 +287,16 @@ def render_report(summary: dict[str, Any]) -> str:
         for note in f["notes"]:
             lines.append(f"- {note}")
         lines.append("")
+    lines += [
+        "## Scope",
+        "",
+        "- One worker and one bridge (the issue's scale-out to two of each is not part of this run); one fault at a "
+        "time; each killed service is restarted by the suite as a supervisor would (nothing in the local stack "
+        "restarts a killed process by itself).",
+        "- A question counts once, by what its client finally saw; a client that asked again after a drop before "
+        "`accepted` is one question (the count of such re-asks is shown per fault).",
+        "",
+    ]
     if summary.get("notes"):
         lines += ["## Notes", ""] + [f"- {note}" for note in summary["notes"]] + [""]
     return "\n".join(lines)
