@@ -62,7 +62,7 @@ RESULTS = REPO_ROOT / "benchmarks" / "results" / "reliability"
 REPORT = HERE / "REPORT.md"
 API_KEY = "fault-key"
 TENANT = "faults"  # the key's tenant: the questions retrieve from the baseline ingest
-MODELS = "embedder,reranker,llm_echo"
+MODELS = "embedder,embedder_bulk,reranker,llm_echo"  # embedder_bulk: the ingest path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
