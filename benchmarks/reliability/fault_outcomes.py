@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 BINS = ("done", "error", "no_connection", "lost")
+# Errors that are the pipeline's answer to the question itself, not a fault: the input guard blocked it. Counted
+# as clean errors, but a question that gets one was served (the recovery figures treat it as answered).
+ANSWERED_ERRORS = frozenset({"blocked"})
 
 
 @dataclass
@@ -65,6 +68,12 @@ def classify(q: Question) -> str:
     return "lost"
 
 
+def served(q: Question) -> bool:
+    """``done``, or an error that answers the question itself (:data:`ANSWERED_ERRORS`)."""
+    bin_ = classify(q)
+    return bin_ == "done" or (bin_ == "error" and q.code in ANSWERED_ERRORS)
+
+
 @dataclass
 class IngestCheck:
     """One fault's ingest: the client's report(s), then every acknowledged document's chunks looked up in Milvus
@@ -82,11 +91,35 @@ class IngestCheck:
     missing_docs: list[str] = field(default_factory=list)  # acked, but fewer chunks present than in the baseline
     extra_docs: list[str] = field(default_factory=list)  # acked, more chunks than the baseline (duplicates)
     seconds: float = 0.0
-    ended_after_kill_s: float | None = None  # when the first run ended, relative to the kill (< 0: before it)
+    rounds: int = 1  # ingests of the folder, each into a tenant of its own (merged by :func:`merge_ingests`)
+    hit_by_kill: int = 0  # rounds whose first run was under way when the kill came
 
     @property
     def acked_lost(self) -> int:
         return len(self.missing_docs)
+
+
+def merge_ingests(checks: list[IngestCheck]) -> IngestCheck | None:
+    """One fault's ingest rounds as one check: counts summed, documents named with their tenant."""
+    if not checks:
+        return None
+    merged = IngestCheck(f"{checks[0].tenant} and {len(checks) - 1} more" if len(checks) > 1 else checks[0].tenant)
+    merged.rounds = len(checks)
+    for c in checks:
+        merged.files += c.files
+        merged.acked += c.acked
+        merged.failed += c.failed
+        merged.timed_out += c.timed_out
+        merged.runs += c.runs
+        merged.chunks_expected += c.chunks_expected
+        merged.chunks_present += c.chunks_present
+        merged.seconds += c.seconds
+        merged.hit_by_kill += c.hit_by_kill
+        merged.missing_docs += [f"{c.tenant}/{d}" for d in c.missing_docs]
+        merged.extra_docs += [f"{c.tenant}/{d}" for d in c.extra_docs]
+        merged.client_errors += c.client_errors
+    merged.client_errors = merged.client_errors[:8]
+    return merged
 
 
 def _round(value: float | None, digits: int = 1) -> float | None:
@@ -116,7 +149,7 @@ def summarize_fault(
     answered_after = [q.ended_at - kill_at for q in after if classify(q) == "done" and q.ended_at is not None]
     first_answer_s = min(answered_after) if answered_after else None
     # Every question asked after this moment (relative to the kill) was answered with done.
-    failed_after = [q.sent_at - kill_at for q in after if classify(q) != "done"]
+    failed_after = [q.sent_at - kill_at for q in after if not served(q)]
     all_done_after_s = max(failed_after) if failed_after else 0.0
     lost = [q for q in questions if classify(q) == "lost"]
     goals = {
@@ -236,7 +269,8 @@ def render_report(summary: dict[str, Any]) -> str:
         "",
         "Restart: kill to the restarted service's readiness probe. Answers again: kill to the first `done` of a "
         "question asked after the kill. All done after: every question asked later than this (after the kill) got "
-        "`done`. Questions: every question of the fault's run; in flight: asked before the kill, unanswered at it.",
+        "`done` (or the input guard's `blocked`: an answer to that question, not a fault). Questions: every "
+        "question of the fault's run; in flight: asked before the kill, unanswered at it.",
         "",
         "| fault | restart s | answers again s | all done after s | questions | in flight at kill | done | "
         "clean errors (codes) | no connection | lost | docs acked/files | acked docs lost | goals |",
@@ -272,12 +306,14 @@ def render_report(summary: dict[str, Any]) -> str:
             lines.append(f"- Lost: {example}")
         ingest = f["ingest"]
         if ingest is not None:
-            ended = ingest["ended_after_kill_s"]
-            when = "before the kill (the kill did not reach it)" if ended is None else f"{ended:+.1f} s from the kill"
             lines.append(
-                f"- Ingest (tenant `{ingest['tenant']}`): {ingest['files']} files, {ingest['acked']} acknowledged, "
-                f"{ingest['failed']} failed, {ingest['timed_out']} timed out, {ingest['runs']} run(s), first run "
-                f"ended {when}; chunks of acknowledged documents: {ingest['chunks_present']} present of "
+                f"- Ingest: {ingest['rounds']} round(s) of the folder, each into its own tenant "
+                f"(`{ingest['tenant']}`), "
+                f"{ingest['hit_by_kill']} under way at the kill; {ingest['files']} documents sent, "
+                f"{ingest['acked']} acknowledged, {ingest['failed']} acknowledged as failed or not sent (the client "
+                f"knows), {ingest['timed_out']} timed out, {ingest['runs']} client run(s) (a round that did not end "
+                f"clean runs once more after the recovery); chunks of acknowledged documents: "
+                f"{ingest['chunks_present']} present of "
                 f"{ingest['chunks_expected']} in the baseline; acknowledged documents missing chunks: "
                 f"{ingest['missing_docs'] or 'none'}; with more chunks than the baseline: "
                 f"{ingest['extra_docs'] or 'none'}"

@@ -11,13 +11,14 @@ chunks each document has), then for each fault in turn:
 1. clients ask ``--rate`` questions per second over the bridge, each on its own socket (llm_echo, short answers,
    cache off); a client whose socket drops reconnects and sends ``resume`` with its last ``seq`` (or asks again if
    the drop came before ``accepted``), until its ``--deadline``;
-2. an ingest of ``--ingest-dir`` into a tenant of its own starts ``--ingest-lead`` s before the kill;
+2. ``--ingest-lead`` s before the kill an ingest starts and runs through the window: rounds of ``--ingest-dir``,
+   each into a tenant of its own;
 3. after ``--before`` s the service's process group is killed with SIGKILL by the PID its start recorded (for
    Kafka: node 1, the single broker or one broker of ``--brokers 3``), and ``--restart-delay`` s later restarted
    with the project's own start code (``Stack.up([name])``, what ``ragstream up NAME`` runs), as a supervisor would;
 4. questions go on until ``--window`` s after the kill; then every client waits out its deadline, the ingest ends
-   (it is run once more if its first run did not end clean, as its user would), and every acknowledged document's
-   chunks are counted in Milvus against the baseline.
+   (a round that did not end clean is run once more after the recovery, as its user would), and every acknowledged
+   document's chunks are counted in Milvus against the baseline.
 
 Per fault: done / clean errors by code / no connection / lost, acknowledged documents lost, restart time and the
 time until the stack answers again (see ``fault_outcomes.py``). Nothing is restarted but the killed service.
@@ -47,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "pipeline"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import PYDOCS, _group_members, bench_settings, export_settings, faq_questions, stamped_dir
-from fault_outcomes import IngestCheck, Question, render_report, summarize_fault
+from fault_outcomes import IngestCheck, Question, merge_ingests, render_report, summarize_fault
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
@@ -290,15 +291,16 @@ async def ingest_and_check(
     tenant: str,
     baseline: dict[str, int],
     kill_at: asyncio.Future[float],
-    restarted: asyncio.Event,
+    recovered: asyncio.Event,
 ) -> IngestCheck:
-    loop = asyncio.get_running_loop()
+    """One round: ingest ``folder`` into ``tenant``; if that did not end clean, once more after the recovery (as its
+    user would); then count every acknowledged document's chunks against the baseline."""
     check = IngestCheck(tenant)
+    before = not kill_at.done()
     acked = await run_ingest(settings, folder, tenant, check)
-    # None: the first run ended before the kill (then the kill did not touch it; the report says so).
-    check.ended_after_kill_s = round(loop.time() - kill_at.result(), 1) if kill_at.done() else None
+    check.hit_by_kill = int(before and kill_at.done())
     if len(acked) < check.files:
-        await restarted.wait()  # run again, as its user would, once the killed service is back
+        await recovered.wait()
         acked |= await run_ingest(settings, folder, tenant, check)
     present = await chunk_counts(settings, tenant, sorted(acked))
     check.acked = len(acked)
@@ -307,6 +309,23 @@ async def ingest_and_check(
     check.missing_docs = sorted(d for d in acked if present.get(d, 0) < baseline.get(d, 0) or present.get(d, 0) == 0)
     check.extra_docs = sorted(d for d in acked if present.get(d, 0) > baseline.get(d, 0))
     return check
+
+
+async def ingest_rounds(
+    settings: Settings,
+    args: argparse.Namespace,
+    fault: str,
+    baseline: dict[str, int],
+    kill_at: asyncio.Future[float],
+    recovered: asyncio.Event,
+    stop: asyncio.Event,
+) -> list[IngestCheck]:
+    """An ingest running through the whole fault window: rounds of the folder, each into a tenant of its own."""
+    checks = []
+    while not stop.is_set():
+        tenant = f"ingest-{fault}-{uuid.uuid4().hex[:6]}"
+        checks.append(await ingest_and_check(settings, args.ingest_dir, tenant, baseline, kill_at, recovered))
+    return checks
 
 
 # --- kill and restart --------------------------------------------------------------------------------------------
@@ -361,16 +380,16 @@ async def run_fault(
     options = {"model": "llm_echo", "max_tokens": args.max_tokens, "use_cache": False}
     load = Load(url, args.rate, args.deadline, options)
     kill_future: asyncio.Future[float] = loop.create_future()
-    restarted = asyncio.Event()
-    ingest_task: asyncio.Task[IngestCheck] | None = None
+    recovered = asyncio.Event()  # the killed service is back and the pipeline answers again
+    stop_ingest = asyncio.Event()
+    ingest_task: asyncio.Task[list[IngestCheck]] | None = None
     notes: list[str] = []
     load.start()
     lead = max(0.0, args.before - args.ingest_lead)
     await asyncio.sleep(lead)
     if not args.no_ingest:
-        tenant = f"ingest-{fault}-{uuid.uuid4().hex[:6]}"
         ingest_task = asyncio.create_task(
-            ingest_and_check(settings, args.ingest_dir, tenant, baseline, kill_future, restarted)
+            ingest_rounds(settings, args, fault, baseline, kill_future, recovered, stop_ingest)
         )
     await asyncio.sleep(args.before - lead)
     service = stack.services[fault]
@@ -388,12 +407,15 @@ async def run_fault(
     except Exception as exc:
         restart_error = f"{type(exc).__name__}: {str(exc)[:300]}"
         print(f"  {fault}: restart FAILED: {restart_error}", flush=True)
-    restarted.set()
+    with contextlib.suppress(TimeoutError):
+        await wait_serving(settings, timeout_s=max(5.0, kill_at + args.window - loop.time()))
+    recovered.set()
     remaining = kill_at + args.window - loop.time()
     if remaining > 0:
         await asyncio.sleep(remaining)
+    stop_ingest.set()
     await load.stop_and_drain()
-    check = await ingest_task if ingest_task is not None else None
+    check = merge_ingests(await ingest_task) if ingest_task is not None else None
     manual = await ensure_serving(stack, settings, notes)
     summary = summarize_fault(fault, load.questions, kill_at=kill_at, restart_s=restart_s, killed_pids=killed,
                               ingest=check, restart_error=restart_error, manual_restarts=manual,

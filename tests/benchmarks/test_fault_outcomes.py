@@ -125,3 +125,32 @@ def test_report_states_the_figures_and_the_verdicts() -> None:
     ok = outcomes.render_report({**summary, "faults": [clean]})
     assert "all goals, every fault: **met**" in ok
     assert "all goals, every fault: **NOT met**" in outcomes.render_report({**summary, "faults": []})
+
+
+def test_a_blocked_question_is_served_not_a_fault() -> None:
+    """The input guard's ``blocked`` is a clean error that answers the question: it does not hold back recovery."""
+    questions = [
+        question(0, 101.0, end="error", ended=101.5, code="blocked"),
+        question(1, 102.0, end="done", ended=103.0, code="stop"),
+    ]
+    s = outcomes.summarize_fault("bridge", questions, kill_at=KILL, restart_s=2.0, killed_pids=[1], ingest=None)
+    assert s["error_codes"] == {"blocked": 1} and s["error"] == 1
+    assert s["all_done_for_questions_sent_after_s"] == 0.0
+    questions[0].code = "stage_failed"
+    s = outcomes.summarize_fault("bridge", questions, kill_at=KILL, restart_s=2.0, killed_pids=[1], ingest=None)
+    assert s["all_done_for_questions_sent_after_s"] == 1.0
+
+
+def test_ingest_rounds_merge_with_their_tenants() -> None:
+    a = IngestCheck("ingest-a", files=17, acked=17, runs=1, chunks_expected=459, chunks_present=459, hit_by_kill=1)
+    b = IngestCheck("ingest-b", files=17, acked=8, failed=9, runs=2, chunks_expected=189, chunks_present=180,
+                    missing_docs=["classes.html"], client_errors=["run 1: classes.html: MilvusException"])  # fmt: skip
+    merged = outcomes.merge_ingests([a, b])
+    assert (merged.rounds, merged.files, merged.acked, merged.failed, merged.runs) == (2, 34, 25, 9, 3)
+    assert (merged.chunks_expected, merged.chunks_present, merged.hit_by_kill) == (648, 639, 1)
+    assert merged.missing_docs == ["ingest-b/classes.html"] and merged.acked_lost == 1
+    assert merged.tenant == "ingest-a and 1 more"
+    assert outcomes.merge_ingests([]) is None
+    s = outcomes.summarize_fault("milvus", [], kill_at=KILL, restart_s=3.0, killed_pids=[1], ingest=merged)
+    assert not s["goals"]["no_acked_document_lost"]
+    assert "ingest-b/classes.html" in outcomes.render_report({"faults": [s]})
