@@ -248,9 +248,10 @@ def render_report(summary: dict[str, Any]) -> str:
         f"{config.get('deadline_s', '?')} s per question (bridge `request_timeout_s` "
         f"{config.get('request_timeout_s', '?')} s); a client whose socket drops reconnects and sends `resume` "
         "with its last seq (or asks again when the drop came before `accepted`)",
-        f"- Ingest during each fault: `{config.get('ingest_dir', '?')}` into a tenant of its own, started "
-        f"{config.get('ingest_lead_s', '?')} s before the kill; afterwards every acknowledged document's chunks are "
-        "counted in Milvus and compared with the same document's chunks in the baseline ingest",
+        f"- Ingest during each fault: `{config.get('ingest_dir', '?')}`, started "
+        f"{config.get('ingest_lead_s', '?')} s before the kill and run through the window in rounds "
+        f"({config.get('ingest_gap_s', 0)} s apart), each into a tenant of its own; afterwards every acknowledged "
+        "document's chunks are counted in Milvus and compared with the same document's chunks in the baseline ingest",
         f"- Per fault: {config.get('before_s', '?')} s of load, kill -9 of the service's process group by the PID "
         f"its start recorded, restart {config.get('restart_delay_s', '?')} s later with the project's start code "
         f"(`Stack.up([service])`, as a supervisor would), load until {config.get('window_s', '?')} s after the "
@@ -271,6 +272,8 @@ def render_report(summary: dict[str, Any]) -> str:
         "question asked after the kill. All done after: every question asked later than this (after the kill) got "
         "`done` (or the input guard's `blocked`: an answer to that question, not a fault). Questions: every "
         "question of the fault's run; in flight: asked before the kill, unanswered at it.",
+        "",
+        "Fault `none`, when present, is the control: the same questions and ingest, nothing killed.",
         "",
         "| fault | restart s | answers again s | all done after s | questions | in flight at kill | done | "
         "clean errors (codes) | no connection | lost | docs acked/files | acked docs lost | goals |",

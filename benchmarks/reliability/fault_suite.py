@@ -59,6 +59,7 @@ from processors.reporting.machine import load_average, run_facts
 
 HERE = Path(__file__).resolve().parent
 FAULTS = ("kafka", "worker", "bridge", "triton", "redis", "milvus")
+CONTROL = "none"  # the same load and ingest, nothing killed: what the load alone costs (--faults none,...)
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "reliability"
 REPORT = HERE / "REPORT.md"
 API_KEY = "fault-key"
@@ -68,7 +69,11 @@ MODELS = "embedder,embedder_bulk,reranker,llm_echo"  # embedder_bulk: the ingest
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, from {','.join(FAULTS)}")
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"comma-separated, from {','.join(FAULTS)} and {CONTROL} (a control run: nothing killed)",
+    )
     parser.add_argument("--brokers", type=int, default=1, choices=(1, 3), help="Kafka nodes (3: the local cluster)")
     parser.add_argument("--rate", type=float, default=2.0, help="questions per second")
     parser.add_argument("--before", type=float, default=8.0, help="seconds of load before each kill")
@@ -79,11 +84,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--ingest-dir", type=Path, default=PYDOCS / "tutorial")
     parser.add_argument("--ingest-lead", type=float, default=3.0, help="the ingest starts this long before a kill")
+    parser.add_argument("--ingest-gap", type=float, default=5.0, help="seconds between ingest rounds")
     parser.add_argument("--no-ingest", action="store_true", help="questions only")
     parser.add_argument("--report", type=Path, default=REPORT, help="where the Markdown report goes")
     args = parser.parse_args(argv)
     args.fault_list = [f for f in args.faults.split(",") if f]
-    unknown = set(args.fault_list) - set(FAULTS)
+    unknown = set(args.fault_list) - {*FAULTS, CONTROL}
     if unknown:
         parser.error(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(FAULTS)}")
     return args
@@ -325,6 +331,8 @@ async def ingest_rounds(
     while not stop.is_set():
         tenant = f"ingest-{fault}-{uuid.uuid4().hex[:6]}"
         checks.append(await ingest_and_check(settings, args.ingest_dir, tenant, baseline, kill_at, recovered))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.ingest_gap)
     return checks
 
 
@@ -392,17 +400,17 @@ async def run_fault(
             ingest_rounds(settings, args, fault, baseline, kill_future, recovered, stop_ingest)
         )
     await asyncio.sleep(args.before - lead)
-    service = stack.services[fault]
     kill_at = loop.time()
-    killed = await asyncio.to_thread(kill_group, service)
+    killed = await asyncio.to_thread(kill_group, stack.services[fault]) if fault != CONTROL else []
     kill_future.set_result(kill_at)
     print(f"  {fault}: killed process group {killed}", flush=True)
-    await asyncio.sleep(args.restart_delay)
+    await asyncio.sleep(args.restart_delay if fault != CONTROL else 0.0)
     restart_s: float | None = None
     restart_error = ""
     try:
-        await asyncio.to_thread(stack.up, [fault])
-        restart_s = loop.time() - kill_at
+        if fault != CONTROL:
+            await asyncio.to_thread(stack.up, [fault])
+        restart_s = loop.time() - kill_at if fault != CONTROL else 0.0
         print(f"  {fault}: restarted, ready {restart_s:.1f}s after the kill", flush=True)
     except Exception as exc:
         restart_error = f"{type(exc).__name__}: {str(exc)[:300]}"
@@ -498,6 +506,7 @@ def main(argv: list[str] | None = None) -> None:
             "models": MODELS,
             "ingest_dir": str(args.ingest_dir),
             "ingest_lead_s": args.ingest_lead,
+            "ingest_gap_s": args.ingest_gap,
             "bridge_instance": instance,
             "faults": args.fault_list,
             "baseline_ingest": base_info,
