@@ -24,8 +24,9 @@ from infra.stack import private_settings
 PYDOCS = Path("/usr/share/doc/python3.11/html")
 CORPUS_DIRS = (PYDOCS / "faq", PYDOCS / "tutorial")
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "pipeline"
-# The models the query path needs with llm_echo; the LLMs are not loaded (memory, start time).
-BENCH_MODELS = "embedder,reranker,llm_echo"
+# The models the query path needs with llm_echo, and embedder_bulk, which ingestion embeds with
+# (settings.ingest_embedder_model); the LLMs are not loaded (memory, start time).
+BENCH_MODELS = "embedder,embedder_bulk,reranker,llm_echo"
 SERVICES = ("worker", "bridge", "kafka", "triton", "redis", "milvus")
 
 

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from infra.settings import Settings
+from streams.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Quotas:
 
     def __init__(self, settings: Settings, redis: aioredis.Redis | None = None) -> None:
         self.settings = settings
-        self._redis = redis or aioredis.from_url(settings.redis_address, socket_timeout=1.0, socket_connect_timeout=1.0)
+        self._redis = redis or redis_client(settings.redis_address, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._prefix = f"{settings.topic_prefix}quota:"
         self._take_slot = self._redis.register_script(_TAKE_SLOT)
         self._renew = self._redis.register_script(_RENEW)

@@ -149,13 +149,13 @@ class EvalClients:
     """Triton (embedder, reranker), Redis and Milvus clients for scoring; the same services the worker uses."""
 
     def __init__(self, settings: Settings) -> None:
-        import redis.asyncio as aioredis
+        from streams.redis_client import redis_client
 
         self.settings = settings
         self.triton = TritonClient(settings.triton_address, timeout_s=max(60.0, settings.request_timeout_s))
         self.embedder = TritonEmbedder(self.triton)
         self.reranker = TritonReranker(self.triton)
-        self.redis = aioredis.Redis.from_url(settings.redis_address)
+        self.redis = redis_client(settings.redis_address)
         self.milvus = milvus_client(settings.milvus_address)  # without its keepalive, long evals lose RPCs
         states = DocStates(self.redis, prefix=settings.topic_prefix)
         self.index = MilvusIndex(

@@ -262,7 +262,7 @@ async def ingest(
 
     ``progress``: None shows a bar on a terminal and lines otherwise; False shows nothing. ``timeout_s`` caps the
     whole wait (None: no cap); ``idle_timeout_s`` ends it when no acknowledgement arrived for that long."""
-    import redis.asyncio as aioredis
+    from streams.redis_client import redis_client
 
     check_tenant(tenant)
     report = IngestReport()
@@ -272,7 +272,7 @@ async def ingest(
     started = time.perf_counter()
     mode = "off" if progress is False else ("bar" if os.isatty(2) else "lines")
     bar = _Progress(mode, len(sources))
-    redis = aioredis.Redis.from_url(settings.redis_address)
+    redis = redis_client(settings.redis_address)
     pending: dict[str, str] = {}  # event_id -> doc_id
     why_stopped = ""
     try:

@@ -19,6 +19,7 @@ from processors.adapters.reranker import TritonReranker
 from processors.adapters.triton import TritonClient
 from processors.generation import Generator, RoutingGenerator
 from streams.configure import claim_checker, query_config, router_from_settings
+from streams.redis_client import redis_client
 
 if TYPE_CHECKING:
     from pymilvus import AsyncMilvusClient
@@ -81,7 +82,7 @@ class Resources:
     @property
     def redis(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.settings.redis_address)
+            self._redis = redis_client(self.settings.redis_address)
         return self._redis
 
     @property

@@ -259,5 +259,8 @@ def test_quick_and_full_presets() -> None:
     assert full.rates == [1.0, 10.0, 50.0] and full.levels == [1, 100, 1000] and full.eval_limit == 40
     assert "llm_small" in run_all.models(full).split(",")
     assert "llm_small" not in run_all.models(run_all.parse_args(["--skip", "eval"])).split(",")
+    # Every run ingests the docs first: the model ingestion embeds with must be loaded (without it every document
+    # failed with "unknown model 'embedder_bulk'").
+    assert Settings().ingest_embedder_model in run_all.models(full).split(",")
     with pytest.raises(SystemExit):
         run_all.parse_args(["--skip", "nothing"])
