@@ -49,6 +49,30 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free loopback ports: a local Kafka cluster's node n uses base + 2(n-1) and
+    the port after it, so its ports must be contiguous."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + size >= 65535:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + size):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError("no block of free ports")
+
+
 def private_settings(data_dir: Path, **overrides: object) -> Settings:
     """Settings for a private stack (tests, benchmarks): its own data dir and free ports, the shared cache."""
     ports = free_ports(12)

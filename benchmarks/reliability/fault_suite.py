@@ -35,7 +35,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from websockets.exceptions import WebSocketException
 
 from infra.services._process import Service, _proc_start_time
 from infra.settings import REPO_ROOT, Settings
-from infra.stack import Stack
+from infra.stack import Stack, free_port_block
 from processors.reporting.machine import load_average, run_facts
 
 HERE = Path(__file__).resolve().parent
@@ -100,29 +99,6 @@ def uptime() -> str:
         return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         return "load average " + " ".join(str(x) for x in load_average())
-
-
-def free_port_block(size: int) -> int:
-    """The first of ``size`` consecutive free loopback ports (Kafka node n uses base + 2(n-1) and the next)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + size >= 65535:
-            continue
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + size):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError("no block of free ports")
 
 
 def suite_settings(data_dir: Path, args: argparse.Namespace, instance: str) -> Settings:

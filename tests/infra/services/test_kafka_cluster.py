@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,36 +21,13 @@ from infra.kafka_security import admin_client, client_options
 from infra.services._process import ServiceError
 from infra.services.kafka import Kafka
 from infra.settings import Settings
-from infra.stack import Stack
+from infra.stack import Stack, free_port_block
 from schemas.codec import EventDecoder
 from schemas.events import DeadLetter
 from schemas.topics import Topic
 from tests.conftest import isolated_settings, settings_env
 
 pytestmark = pytest.mark.services
-
-
-def free_port_block(size: int) -> int:
-    """The first port of ``size`` consecutive free loopback ports (node n uses base + 2(n-1) and the next one)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size >= 65535:
-            continue
-        try:
-            held = []
-            for port in range(base, base + size):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError("no block of free ports")
 
 
 @pytest.fixture(scope="module")
