@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from streams.cli._common import settings_or_exit
+from streams.cli._common import settings_or_exit, with_registry
 
 if TYPE_CHECKING:
     from schemas.events import FinetuneProgress
@@ -35,20 +35,13 @@ def _registry(action: Callable[[KafkaAdapterStore], Awaitable[T]]) -> T:
     from processors.finetune.registry import AdapterError
     from streams.clients.adapter_store import KafkaAdapterStore
 
-    settings = settings_or_exit()
-
-    async def main() -> T:
-        async with KafkaAdapterStore(settings) as store:
-            return await action(store)
-
-    try:
-        return asyncio.run(main())
-    except AdapterError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except (OSError, RuntimeError, TimeoutError, KafkaError) as exc:
-        typer.echo(f"error: cannot reach the adapter registry on Kafka ({exc}); is `ragstream up` running?", err=True)
-        raise typer.Exit(1) from None
+    return with_registry(
+        KafkaAdapterStore,
+        action,
+        what="adapter registry",
+        refused=AdapterError,
+        unreachable=(OSError, RuntimeError, TimeoutError, KafkaError),
+    )
 
 
 class _Display:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from streams.cli._common import settings_or_exit
+from streams.cli._common import with_registry
 
 if TYPE_CHECKING:
     from streams.clients.prompt_store import KafkaPromptStore
@@ -27,20 +26,13 @@ def _run(action: Callable[[KafkaPromptStore], Awaitable[T]]) -> T:
     from processors.prompts.registry import PromptError
     from streams.clients.prompt_store import KafkaPromptStore
 
-    settings = settings_or_exit()
-
-    async def main() -> T:
-        async with KafkaPromptStore(settings) as store:
-            return await action(store)
-
-    try:
-        return asyncio.run(main())
-    except PromptError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except (OSError, RuntimeError, TimeoutError) as exc:
-        typer.echo(f"error: cannot reach the prompt registry on Kafka ({exc}); is `ragstream up` running?", err=True)
-        raise typer.Exit(1) from None
+    return with_registry(
+        KafkaPromptStore,
+        action,
+        what="prompt registry",
+        refused=PromptError,
+        unreachable=(OSError, RuntimeError, TimeoutError),
+    )
 
 
 def _when(ts: float) -> str:
