@@ -52,7 +52,9 @@ def _proc_start_time(pid: int) -> str | None:
         return None
     # The command name is in parentheses and may contain spaces: split after the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # zombie: exited, not yet reaped
+    # A zombie has exited and waits to be reaped, but only once its last thread is gone: a multi-threaded server's
+    # main thread turns Z first while the others still hold its sockets (num_threads, field 20, says how many).
+    if fields[0] == "Z" and int(fields[17]) <= 1:
         return None
     return fields[19]
 
@@ -79,6 +81,8 @@ class Service(ABC):
     """One managed service. Subclasses say how to prepare, launch and probe it."""
 
     name: str
+    #: What asks the process to shut down cleanly before the stop timeout turns it into SIGKILL.
+    stop_signal: signal.Signals = signal.SIGTERM
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -212,13 +216,13 @@ class Service(ABC):
         self.wait_ready(time.monotonic() + self.settings.start_timeout_s)
 
     def stop(self) -> bool:
-        """Stop our process group by PID: SIGTERM, then SIGKILL after the stop timeout. True if one ran."""
+        """Stop our process group by PID: the stop signal, then SIGKILL after the stop timeout. True if one ran."""
         pid = self._read_pid()
         if pid is None:
             self.after_stop()
             return False
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, self.stop_signal)
         deadline = time.monotonic() + self.settings.stop_timeout_s
         while time.monotonic() < deadline and _proc_start_time(pid) is not None:
             time.sleep(0.1)

@@ -5,6 +5,7 @@ Setting ``RAGSTREAM_MILVUS_URI`` to a real Milvus deployment bypasses this servi
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from infra.services._process import Launch, Service
 
 class Milvus(Service):
     name = "milvus"
+    # Milvus Lite drains in-flight requests and closes its database on Ctrl-C; SIGTERM would end it mid-write.
+    stop_signal = signal.SIGINT
 
     @property
     def address(self) -> str:

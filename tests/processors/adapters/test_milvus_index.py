@@ -197,7 +197,9 @@ async def test_searches_recover_after_milvus_restarts_without_a_new_client(
     assert len(await index.search(tenant, "theta", _vector(1000), top_k=5)) == 3
 
     milvus = stack.services["milvus"]
-    milvus.stop()  # the server forgets which collections were loaded
-    milvus.start()
+    # Restarted from elsewhere while this loop keeps running, as a supervisor would; the server forgets which
+    # collections were loaded.
+    await asyncio.to_thread(milvus.stop)
+    await asyncio.to_thread(milvus.start)
     hits = await index.search(tenant, "theta", _vector(1000), top_k=5)  # the same index object, as in a worker
     assert {p.chunk_id for p in hits} == {chunk_id(tenant, "doc", 1, i) for i in range(3)}
