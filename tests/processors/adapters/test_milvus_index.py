@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from infra.services.milvus import Milvus
 from infra.settings import Settings
 from infra.stack import Stack
 from processors.adapters.doc_states import DocStates
@@ -22,6 +24,7 @@ from processors.ingest.chunking import chunk_id
 from processors.ingest.writer import DocDone, IndexWriter
 from processors.protocols import SearchMode
 from schemas.events import Chunk, EmbeddedChunk
+from tests.conftest import isolated_settings
 
 pytestmark = pytest.mark.services
 
@@ -183,23 +186,35 @@ async def test_a_restarted_writer_completes_a_version_begun_before_the_restart(
 
 
 async def test_searches_recover_after_milvus_restarts_without_a_new_client(
-    parts: tuple[MilvusIndex, DocStates, list[DocDone]], stack: Stack
+    stack_settings: Settings, tmp_path: Path
 ) -> None:
-    index, states, done = parts
+    # A Milvus of its own: the shared one, had it failed to come back, would fail every test after this one.
+    milvus = Milvus(isolated_settings(tmp_path / "own"))
+    milvus.start()
+    redis = aioredis.Redis.from_url(stack_settings.redis_address)
+    client = milvus_client(milvus.address)
+    states = DocStates(redis, prefix=f"irestart{uuid.uuid4().hex[:6]}")
+    index = MilvusIndex(client, milvus.address, states, collection=collection_name("irestart"))
+    done: list[DocDone] = []
 
     async def record(event: DocDone) -> None:
         done.append(event)
 
-    writer = IndexWriter(index, states, record)
-    tenant = f"t{uuid.uuid4().hex[:8]}"
-    await states.begin(tenant, "doc", 1)
-    await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "doc", 1, 3, "theta")))
-    assert len(await index.search(tenant, "theta", _vector(1000), top_k=5)) == 3
+    try:
+        writer = IndexWriter(index, states, record)
+        tenant = f"t{uuid.uuid4().hex[:8]}"
+        await states.begin(tenant, "doc", 1)
+        await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "doc", 1, 3, "theta")))
+        assert len(await index.search(tenant, "theta", _vector(1000), top_k=5)) == 3
 
-    milvus = stack.services["milvus"]
-    # Restarted from elsewhere while this loop keeps running, as a supervisor would; the server forgets which
-    # collections were loaded.
-    await asyncio.to_thread(milvus.stop)
-    await asyncio.to_thread(milvus.start)
-    hits = await index.search(tenant, "theta", _vector(1000), top_k=5)  # the same index object, as in a worker
-    assert {p.chunk_id for p in hits} == {chunk_id(tenant, "doc", 1, i) for i in range(3)}
+        # Restarted from elsewhere while this loop keeps running, as a supervisor would; the server forgets which
+        # collections were loaded.
+        await asyncio.to_thread(milvus.stop)
+        await asyncio.to_thread(milvus.start)
+        hits = await index.search(tenant, "theta", _vector(1000), top_k=5)  # the same index object, as in a worker
+        assert {p.chunk_id for p in hits} == {chunk_id(tenant, "doc", 1, i) for i in range(3)}
+        await writer.close()
+    finally:
+        await client.close()
+        await redis.aclose()
+        milvus.stop()
