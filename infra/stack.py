@@ -21,6 +21,7 @@ from infra.services.kafka import kafka_nodes
 from infra.services.milvus import Milvus
 from infra.services.prometheus import Prometheus
 from infra.services.redis import Redis
+from infra.services.supervisor import SupervisorService
 from infra.services.triton import Triton
 from infra.services.worker import WorkerService
 from infra.settings import Settings
@@ -111,6 +112,7 @@ class Stack:
                 WorkerService(settings),
                 BridgeService(settings),
                 Prometheus(settings),
+                SupervisorService(settings),  # last: ``down`` stops it first
             )
         }
 
@@ -147,8 +149,14 @@ class Stack:
         return [service.status() for service in chosen]
 
     def down(self, names: Sequence[str] = ()) -> list[tuple[str, bool]]:
-        """Stop the named services, or everything (the worker first) when none are named."""
-        return [(service.name, service.stop()) for service in reversed(self.select(names, default=list(self.services)))]
+        """Stop the named services, or everything (the supervisor, then the worker first) when none are named.
+        Each is marked as stopped on purpose, so a running supervisor does not start it again."""
+        stopped = []
+        for service in reversed(self.select(names, default=list(self.services))):
+            service.run_dir.mkdir(parents=True, exist_ok=True)
+            service.down_marker.touch()
+            stopped.append((service.name, service.stop()))
+        return stopped
 
     def status(self, names: Sequence[str] = ()) -> list[Status]:
         return [service.status() for service in self.select(names, default=list(self.services))]

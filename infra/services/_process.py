@@ -125,6 +125,18 @@ class Service(ABC):
     def log_file(self) -> Path:
         return self.log_dir / f"{self.name}.log"
 
+    @property
+    def down_marker(self) -> Path:
+        """Present while an operator's ``ragstream down`` holds the service stopped: the supervisor leaves it."""
+        return self.run_dir / f"{self.name}.down"
+
+    def running_pid(self) -> int | None:
+        """The PID of this data dir's process if it is alive."""
+        return self._read_pid()
+
+    def stopped_on_purpose(self) -> bool:
+        return self.down_marker.exists()
+
     def _read_pid(self) -> int | None:
         """The recorded PID if that very process is still alive; stale records are removed."""
         try:
@@ -164,6 +176,7 @@ class Service(ABC):
             )
         self.prepare()
         spec = self.launch()
+        self.down_marker.unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.env}

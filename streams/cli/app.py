@@ -28,7 +28,7 @@ ServiceNames = Annotated[
     list[str] | None,
     typer.Argument(
         help="Services: kafka, redis, milvus, triton (the default set for up), worker, bridge, and observability "
-        "(a Prometheus scraping the worker, the bridge and Triton)."
+        "(a Prometheus scraping the worker, the bridge and Triton), supervisor (restarts what dies)."
     ),
 ]
 
@@ -142,6 +142,30 @@ def worker(
         typer.echo(f"error: --role must be all, query or ingest, not {role!r}", err=True)
         raise typer.Exit(2)
     run_worker(settings_or_exit(), generation_concurrency=concurrency, role=cast(Role, role))
+
+
+@cli.command()
+def supervise(
+    services: ServiceNames = None,
+    interval: Annotated[float, typer.Option(help="Seconds between checks.")] = 2.0,
+    heartbeat: Annotated[str | None, typer.Option(help="File touched after every check (for `ragstream up`).")] = None,
+) -> None:
+    """Restart local services whose process died, until Ctrl-C or SIGTERM (all that run, or the named ones).
+    `ragstream up supervisor` runs it in the background; `ragstream down NAME` keeps NAME stopped."""
+    import logging
+    import signal
+    import threading
+    from pathlib import Path
+
+    from infra.stack import Stack
+    from infra.supervisor import Supervisor
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(name)s] %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    beat = (lambda: Path(heartbeat).touch()) if heartbeat else None
+    Supervisor(Stack(settings_or_exit()), services or []).run(stop, interval_s=interval, heartbeat=beat)
 
 
 @cli.command()
