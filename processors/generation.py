@@ -53,6 +53,8 @@ class StreamStats(msgspec.Struct, kw_only=True):
     first_token_at: float | None = None
     finished_at: float | None = None
     chunks: int = 0
+    # The prompt's length in the model's tokens, when the model reports it (schemas.triton.PROMPT_TOKENS); else 0.
+    prompt_tokens: int = 0
     cancelled: bool = False
     # Attempts made (1 + retries), and the model that failed before ``model`` took over, if any.
     attempts: int = 0

@@ -139,10 +139,17 @@ class ModelCall:
             time_to_first_token.record(ttft, {"model": self.model})
         self.tokens += 1
 
-    def end(self, *, cancelled: bool = False, error: BaseException | None = None, status: str = "") -> None:
+    def end(
+        self, *, cancelled: bool = False, error: BaseException | None = None, status: str = "", prompt_tokens: int = 0
+    ) -> None:
+        """``prompt_tokens``: the model's own count when it reported one; it replaces the estimate."""
         if self._ended:
             return
         self._ended = True
+        if prompt_tokens:
+            self.span.set_attributes(
+                {"gen_ai.usage.input_tokens": prompt_tokens, "ragstream.usage.input_tokens_estimated": False}
+            )
         now = time.monotonic()
         reason = "length" if self.tokens >= self.max_tokens else "stop"
         reason = "error" if error else "cancelled" if cancelled else reason

@@ -49,6 +49,11 @@ LORA_NAME = TensorSpec("lora_name", "TYPE_STRING", (1,), optional=True)
 
 GENERATION_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("text_output", "TYPE_STRING", (-1,)),)
 
+# The prompt's length in the model's own tokens, for the answer's usage record: sent once, in the first response
+# (TensorRT-LLM's ensemble maps its preprocessing step's REQUEST_INPUT_LEN to it). A model without it leaves
+# ``usage.prompt_tokens`` at 0; nothing else depends on it.
+PROMPT_TOKENS = TensorSpec("num_input_tokens", "TYPE_INT32", (1,), optional=True)
+
 # Embedder: one text per batch row; Triton's dynamic batcher merges concurrent requests. Vectors are L2-normalized.
 EMBEDDING_INPUTS: tuple[TensorSpec, ...] = (TensorSpec("text", "TYPE_STRING", (1,)),)
 EMBEDDING_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("embedding", "TYPE_FP32", (-1,)),)

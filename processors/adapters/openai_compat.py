@@ -71,6 +71,8 @@ def request_body(model: str, messages: Sequence[ChatMessage], params: Generation
         "model": model,
         "messages": [{"role": m.role, "content": m.content} for m in messages],
         "stream": True,
+        # A last chunk with the token counts, for the answer's usage record (a backend's extra_body can override it).
+        "stream_options": {"include_usage": True},
         "max_tokens": params.max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
@@ -264,6 +266,9 @@ class OpenAICompatClient:
                 before_output=stats.chunks == 0,
                 status=str(error.get("code") or "STREAM_ERROR") if isinstance(error, dict) else "STREAM_ERROR",
             )
+        usage = chunk.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            stats.prompt_tokens = usage["prompt_tokens"]
         choices = chunk.get("choices") or []
         if not choices or not isinstance(choices[0], dict):
             return "", False  # e.g. the usage chunk

@@ -21,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 from processors.adapters.chat_formats import model_info, render_chat
 from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats, retried_before_output
 from processors.telemetry import ModelCall
-from schemas.triton import GENERATION_INPUTS, LORA_NAME
+from schemas.triton import GENERATION_INPUTS, LORA_NAME, PROMPT_TOKENS
 
 _SPECS = {spec.name: spec for spec in (*GENERATION_INPUTS, LORA_NAME)}
 
@@ -97,6 +97,12 @@ def _text_of(result: Any) -> str:
     return "".join(item.decode("utf-8", errors="replace") for item in array.reshape(-1))
 
 
+def _prompt_tokens_of(result: Any) -> int | None:
+    """The prompt's token count if this response carries it (the first one does, on models that report it)."""
+    array = result.as_numpy(PROMPT_TOKENS.name)
+    return None if array is None or array.size == 0 else int(array.reshape(-1)[0])
+
+
 _MAX_MESSAGE = 2**31 - 1
 # gRPC's default reconnect backoff grows to two minutes: after a Triton restart a worker would keep failing long
 # after the server is back. Cap it at a second.
@@ -166,6 +172,7 @@ class TritonClient:
         stops = tuple(dict.fromkeys((*params.stop_words, *info.stop_words)))
         model_params = msgspec.structs.replace(params, stop_words=stops)
         prompt = render_chat(model, messages)
+        stats = stats if stats is not None else StreamStats(model=model, started=time.monotonic())
         call = ModelCall(model, prompt=prompt, max_tokens=params.max_tokens, temperature=params.temperature,
                          top_p=params.top_p, server=self.url)  # fmt: skip
         pieces = self.generate(model, prompt, model_params, request_id=request_id, stats=stats)
@@ -176,11 +183,11 @@ class TritonClient:
                 yield piece
             completed = True
         except GenerationError as exc:
-            call.end(error=exc, status=exc.status)
+            call.end(error=exc, status=exc.status, prompt_tokens=stats.prompt_tokens)
             raise
         finally:
             await pieces.aclose()
-            call.end(cancelled=not completed)
+            call.end(cancelled=not completed, prompt_tokens=stats.prompt_tokens)
 
     async def generate(
         self,
@@ -262,6 +269,9 @@ class TritonClient:
                     ) from None
                 if error is not None:
                     raise _classify(model, error, before_output=stats.chunks == 0)
+                counted = _prompt_tokens_of(result)
+                if counted is not None:
+                    stats.prompt_tokens = counted
                 piece = _text_of(result)
                 if piece:
                     if stats.first_token_at is None:

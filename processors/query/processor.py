@@ -439,7 +439,7 @@ class QueryProcessor:
             adapter=prompted.adapter if prompted.adapter and prompted.adapter.base_model == answered_by else None,
             prompt_ref=prompted.prompt_ref,
             finish_reason=finish,
-            usage=Usage(completion_tokens=stats.chunks),
+            usage=Usage(prompt_tokens=stats.prompt_tokens, completion_tokens=stats.chunks),
             timings_ms=timings,
             deltas=seq,
             input_verdict=prompted.input_verdict,

@@ -250,6 +250,7 @@ async def test_one_question_is_one_trace_across_the_bridge_and_both_kafka_hops_w
     assert attributes["gen_ai.request.max_tokens"] == 64
     assert 0 < attributes["gen_ai.usage.output_tokens"] <= 64
     assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert attributes["ragstream.usage.input_tokens_estimated"] is False  # the model counted the prompt
     assert attributes["gen_ai.response.finish_reasons"] in (["stop"], ["length"])
     first_token = [event for event in model.events if event[0] == "first_token"]
     assert first_token and first_token[0][1]["ragstream.time_to_first_token_s"] > 0

@@ -116,20 +116,19 @@ async def test_reranker_puts_the_relevant_passage_first(client: TritonClient) ->
 
 
 @pytest.mark.parametrize("model", ["llm_small", "llm_large"])
-async def test_chat_models_stream_an_answer(client: TritonClient, stack_settings: Settings, model: str) -> None:
+async def test_chat_models_stream_an_answer_and_count_its_prompt(
+    client: TritonClient, stack_settings: Settings, model: str
+) -> None:
     await _require(client, stack_settings, model)
     stats = StreamStats(model=model, started=time.monotonic())
-    pieces = [
-        piece
-        async for piece in client.generate(
-            model, render_chat(model, CHAT), GenerationParams(max_tokens=24), stats=stats
-        )
-    ]
+    prompt = render_chat(model, CHAT)
+    pieces = [piece async for piece in client.generate(model, prompt, GenerationParams(max_tokens=24), stats=stats)]
     text = "".join(pieces)
     assert len(pieces) >= 5, pieces  # streamed, not one response
     assert "kafka" in text.lower(), text
     assert "<|im_" not in text
     assert stats.ttft_s is not None and stats.tokens_per_s is not None
+    assert len(prompt.split()) <= stats.prompt_tokens < len(prompt)  # the model's own token count of the prompt
 
 
 async def test_stop_words_and_non_streaming(client: TritonClient, stack_settings: Settings) -> None:

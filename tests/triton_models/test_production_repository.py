@@ -25,6 +25,7 @@ from schemas.triton import (
     EMBEDDING_OUTPUTS,
     GENERATION_INPUTS,
     GENERATION_OUTPUTS,
+    PROMPT_TOKENS,
     TensorSpec,
 )
 
@@ -264,6 +265,13 @@ def test_cpu_generation_models_serve_the_generation_contract() -> None:
         p for path in generators for p in contract_problems(load_config(path), GENERATION_INPUTS, GENERATION_OUTPUTS)
     ]
     assert problems == []
+
+
+def test_the_ensemble_and_the_cpu_chat_models_report_the_prompt_token_count() -> None:
+    """The usage record's prompt_tokens: the BLS model (NVIDIA's code, as shipped) does not report it."""
+    configs = [PRODUCTION / "ensemble" / "config.pbtxt"]
+    configs += [path for path in CPU_CONFIGS if load_config(path).name.startswith("llm")]
+    assert [p for path in configs for p in contract_problems(load_config(path), [], [PROMPT_TOKENS])] == []
 
 
 @pytest.mark.parametrize("path", [p for p in ALL_CONFIGS if p.parent.name == "embedder"], ids=_rel)

@@ -13,7 +13,9 @@ from processors.generation import GenerationParams, StreamStats
 WORDS = " ".join(f"w{i}" for i in range(400))
 
 
-async def test_tokens_stream_one_by_one_with_the_ensemble_contract(stack: Stack, stack_settings: Settings) -> None:
+async def test_tokens_stream_one_by_one_and_the_prompt_is_counted_with_the_ensemble_contract(
+    stack: Stack, stack_settings: Settings
+) -> None:
     client = TritonClient(stack_settings.triton_address)
     stats = StreamStats(model="llm_echo", started=time.monotonic())
     pieces = [
@@ -25,6 +27,7 @@ async def test_tokens_stream_one_by_one_with_the_ensemble_contract(stack: Stack,
     await client.close()
     assert pieces == ["one", " two", " three", " four"]  # max_tokens honoured, one response per token
     assert stats.chunks == 4 and stats.ttft_s is not None and not stats.cancelled
+    assert stats.prompt_tokens == 6  # num_input_tokens, in llm_echo's word tokens
 
 
 async def test_stop_words_end_the_stream(stack: Stack, stack_settings: Settings) -> None:

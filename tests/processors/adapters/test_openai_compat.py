@@ -101,6 +101,7 @@ async def test_an_answer_streams_piece_by_piece_from_the_server(server: BridgePr
         await client.close()
     assert len(pieces) > 1 and stats.chunks == len(pieces)
     assert "frobnicator" in "".join(pieces).lower()
+    assert stats.prompt_tokens > len(QUESTION.split())  # from the server's usage chunk (include_usage)
     assert stats.model == REMOTE and stats.attempts == 1 and not stats.cancelled
     assert stats.ttft_s is not None and stats.total_s is not None and stats.total_s >= stats.ttft_s
 

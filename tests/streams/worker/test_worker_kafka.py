@@ -44,7 +44,7 @@ async def _answer(asker: KafkaAsker, request_id: str, timeout_s: float = 30.0) -
     raise AssertionError("stream ended without done/error")
 
 
-async def test_a_request_streams_back_through_kafka_and_triton(
+async def test_a_request_streams_back_through_kafka_and_triton_with_its_token_counts(
     corpus: dict[str, Path], tenants: tuple[str, str], stack_settings: Settings
 ) -> None:
     async with KafkaAsker(stack_settings) as asker:
@@ -54,6 +54,8 @@ async def test_a_request_streams_back_through_kafka_and_triton(
     assert isinstance(done, AnswerDone)
     assert text == done.text and QUESTION in text  # llm_echo streams back the prompt built around the question
     assert 1 < done.deltas < done.usage.completion_tokens  # batched: fewer Kafka events than tokens, but streamed
+    # The model's count of the whole prompt: the question, the instructions and the passages around it.
+    assert done.usage.prompt_tokens > len(QUESTION.split()) + 20
     assert "ttft_model" in done.timings_ms
 
 

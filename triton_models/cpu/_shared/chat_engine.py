@@ -60,6 +60,8 @@ class GenRequest:
     is_cancelled: object = None  # Callable[[], bool]
     # A LoRA adapter under the engine's lora_dir ("" = the base model).
     lora_name: str = ""
+    # Set by the engine once it has tokenized the prompt (before the first emit): the usage record's prompt tokens.
+    prompt_tokens: int = 0
 
 
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
@@ -205,6 +207,7 @@ class ChatEngine:
             ids = self.tokenizer(req.prompt, add_special_tokens=False)["input_ids"]
             if not ids:
                 ids = [self.pad_id]
+            req.prompt_tokens = len(ids)
             if len(ids) >= self.max_context:
                 self._fail(req, f"{self.name}: prompt is {len(ids)} tokens; the context is {self.max_context}")
                 continue

@@ -2,7 +2,8 @@
 
 Contract: ``schemas.triton.GENERATION_INPUTS`` -> ``text_output`` (TensorRT-LLM ensemble interface), decoupled:
 with ``stream`` true (the default) one response per new piece of text, then an empty final flag; with ``stream``
-false one response with the whole text. ``text_input`` is already chat-templated (see ``chat_engine``).
+false one response with the whole text. The first response also carries ``num_input_tokens``
+(``schemas.triton.PROMPT_TOKENS``). ``text_input`` is already chat-templated (see ``chat_engine``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ def _text(value) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _response(text: str):
-    out = pb_utils.Tensor("text_output", np.array([[text.encode("utf-8")]], dtype=np.object_))
-    return pb_utils.InferenceResponse(output_tensors=[out])
+def _response(text: str, prompt_tokens: int | None = None):
+    """A piece of text; the first response of a request also carries the prompt's token count."""
+    tensors = [pb_utils.Tensor("text_output", np.array([[text.encode("utf-8")]], dtype=np.object_))]
+    if prompt_tokens is not None:
+        tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[prompt_tokens]], dtype=np.int32)))
+    return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
 class ChatModel:
@@ -84,11 +88,14 @@ class ChatModel:
     def _submit(self, request) -> None:
         sender = request.get_response_sender()
         lock = threading.Lock()
+        counted = False  # whether a response has carried num_input_tokens yet
 
         def emit(piece: str, final: bool) -> None:
+            nonlocal counted
             with lock:
-                if piece:
-                    sender.send(_response(piece))
+                if piece or (final and not counted and gen.prompt_tokens):
+                    sender.send(_response(piece, None if counted else gen.prompt_tokens))
+                    counted = True
                 if final:
                     sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 

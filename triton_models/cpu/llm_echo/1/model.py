@@ -22,9 +22,11 @@ def _scalar(request, name, default):
     return tensor.as_numpy().reshape(-1)[0]
 
 
-def _text_response(text):
-    out = pb_utils.Tensor("text_output", np.array([[text.encode("utf-8")]], dtype=np.object_))
-    return pb_utils.InferenceResponse(output_tensors=[out])
+def _text_response(text, prompt_tokens=None):
+    tensors = [pb_utils.Tensor("text_output", np.array([[text.encode("utf-8")]], dtype=np.object_))]
+    if prompt_tokens is not None:  # the first response: the prompt's length in this model's (word) tokens
+        tensors.append(pb_utils.Tensor("num_input_tokens", np.array([[prompt_tokens]], dtype=np.int32)))
+    return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
 class TritonPythonModel:
@@ -47,8 +49,10 @@ class TritonPythonModel:
             stop_words = []
             if stop_tensor is not None:
                 stop_words = [w.decode("utf-8") for w in stop_tensor.as_numpy().reshape(-1) if w]
-            tokens = _TOKEN.findall(text)[: max(max_tokens, 0)]
+            prompt = _TOKEN.findall(text)
+            tokens = prompt[: max(max_tokens, 0)]
             emitted = []
+            counted = None if not stream else len(prompt)  # sent with the first response, then None
             for token in tokens:
                 if request.is_cancelled():
                     # Operators (and the tests) see that cancellation reached the model and stopped it.
@@ -61,10 +65,11 @@ class TritonPythonModel:
                     break
                 emitted.append(token)
                 if stream:
-                    sender.send(_text_response(token))
+                    sender.send(_text_response(token, counted))
+                    counted = None
                 await asyncio.sleep(self.token_delay)
             if not stream:
-                sender.send(_text_response("".join(emitted)))
+                sender.send(_text_response("".join(emitted), len(prompt)))
             sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as exc:  # the client must hear about any failure, not wait forever
             error = pb_utils.TritonError(f"llm_echo failed: {exc}")
