@@ -98,8 +98,9 @@ def _error_message(status: int, raw: bytes) -> str:
 class OpenAICompatClient:
     """Streams chat completions from one OpenAI-compatible server. Create once per process; safe for concurrent use.
 
-    Deadlines and retries as :class:`~processors.adapters.triton.TritonClient`: ``timeout_s`` for a whole call,
-    ``first_token_timeout_s`` for the first piece, ``retries`` transient failures before the first piece.
+    Deadlines and retries as :class:`~processors.adapters.triton.TritonClient`: ``timeout_s`` for the first piece
+    (``first_token_timeout_s`` per attempt) and then between pieces, ``max_stream_s`` for a whole stream,
+    ``retries`` transient failures before the first piece.
     """
 
     def __init__(
@@ -108,9 +109,11 @@ class OpenAICompatClient:
         *,
         timeout_s: float = 30.0,
         first_token_timeout_s: float | None = None,
+        max_stream_s: float = 600.0,
         retries: int = 2,
         backoff_s: float = 0.1,
     ) -> None:
+        self.max_stream_s = max_stream_s
         self.backend = backend
         self.url = backend.base_url.rstrip("/") + "/chat/completions"
         self.timeout_s = backend.timeout_s or timeout_s
@@ -167,8 +170,9 @@ class OpenAICompatClient:
         headers = {"X-Request-Id": request_id} if request_id else None
         response: aiohttp.ClientResponse | None = None
         finished = False
+        end = time.monotonic() + self.max_stream_s
         try:
-            async with asyncio.timeout(self._wait(stats, deadline)):
+            async with asyncio.timeout(self._wait(stats, deadline, end)):
                 response = await self._client().post(self.url, json=body, headers=headers)
             if response.status != 200:
                 raw = await response.content.read(_MAX_ERROR_BODY)
@@ -180,7 +184,7 @@ class OpenAICompatClient:
             ended = False  # "[DONE]" or a finish_reason: the server meant to stop here
             data: list[str] = []
             while True:
-                async with asyncio.timeout(self._wait(stats, deadline)):
+                async with asyncio.timeout(self._wait(stats, deadline, end)):
                     raw_line = await response.content.readline()
                 if not raw_line:
                     break
@@ -210,9 +214,14 @@ class OpenAICompatClient:
                 )
             finished = True
         except TimeoutError:
-            what = "first token" if stats.first_token_at is None else "end of stream"
+            if time.monotonic() >= end:
+                what = f"the stream ran past {self.max_stream_s:.0f}s"
+            elif stats.first_token_at is None:
+                what = "no first token within the deadline"
+            else:
+                what = f"the stream stalled: nothing for {self.timeout_s:.0f}s"
             raise OpenAICompatError(
-                f"{model}: no {what} within the deadline",
+                f"{model}: {what}",
                 retryable=True,
                 before_output=stats.chunks == 0,
                 status="DEADLINE_EXCEEDED",
@@ -239,10 +248,17 @@ class OpenAICompatClient:
                 else:
                     response.release()
 
-    def _wait(self, stats: StreamStats, deadline: float) -> float:
-        wait = max(deadline - time.monotonic(), 0.001)
-        if stats.first_token_at is None and self.first_token_timeout_s is not None:
-            wait = min(wait, self.first_token_timeout_s)
+    def _wait(self, stats: StreamStats, deadline: float, end: float) -> float:
+        """How long the next read may take: until the first-token deadline, then the stall timeout between reads,
+        never past the end of the whole stream."""
+        now = time.monotonic()
+        if stats.first_token_at is None:
+            wait = max(deadline - now, 0.001)
+            if self.first_token_timeout_s is not None:
+                wait = min(wait, self.first_token_timeout_s)
+        else:
+            wait = self.timeout_s
+        wait = min(wait, max(end - now, 0.001))
         return wait
 
     @staticmethod

@@ -118,9 +118,13 @@ _CHANNEL_ARGS = [
 class TritonClient:
     """A long-lived connection to one Triton server. Create once per process; safe for concurrent use.
 
-    Deadlines: ``timeout_s`` bounds a whole call (a stream included); ``first_token_timeout_s`` bounds the wait for
-    a stream's first token. Retries: ``infer`` (embedder, reranker: pure functions) retries transient failures;
-    ``generate`` retries only before its first token, where a retry cannot repeat text the caller has seen.
+    Deadlines: ``timeout_s`` bounds a whole ``infer`` call. A stream is bounded by progress, not by its length (a
+    256-token answer on a 2-core CPU takes longer than any sensible request timeout): its first token must come
+    within ``timeout_s`` (retries included; ``first_token_timeout_s``, when set, bounds each attempt's wait), each
+    later piece within ``timeout_s`` of the previous one, and the whole stream within ``max_stream_s``.
+
+    Retries: ``infer`` (embedder, reranker: pure functions) retries transient failures; ``generate`` retries only
+    before its first token, where a retry cannot repeat text the caller has seen.
     """
 
     def __init__(
@@ -129,12 +133,14 @@ class TritonClient:
         *,
         timeout_s: float = 30.0,
         first_token_timeout_s: float | None = None,
+        max_stream_s: float = 600.0,
         retries: int = 2,
         backoff_s: float = 0.1,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.first_token_timeout_s = first_token_timeout_s
+        self.max_stream_s = max_stream_s
         self.retries = retries
         self.backoff_s = backoff_s
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
@@ -210,10 +216,11 @@ class TritonClient:
         stats = stats if stats is not None else StreamStats(model=model, started=time.monotonic())
         stats.model = model
         attempts = 1 + (self.retries if retries is None else retries)
-        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        stall_s = timeout_s or self.timeout_s
+        deadline = time.monotonic() + stall_s  # for the first token, retries included
         first_timeout = first_token_timeout_s or self.first_token_timeout_s
         pieces = retried_before_output(
-            lambda: self._stream_once(model, prompt, params, request_id, stats, deadline, first_timeout),
+            lambda: self._stream_once(model, prompt, params, request_id, stats, deadline, first_timeout, stall_s),
             stats,
             attempts=attempts,
             deadline=deadline,
@@ -234,6 +241,7 @@ class TritonClient:
         stats: StreamStats,
         deadline: float,
         first_token_timeout_s: float | None,
+        stall_s: float,
     ) -> AsyncGenerator[str, None]:
         request = {
             "model_name": model,
@@ -245,24 +253,31 @@ class TritonClient:
             # Ending the request stream half-closes the call; Triton ends it after the model's final response.
             yield request
 
-        remaining = max(deadline - time.monotonic(), 0.001)
-        responses = self._client.stream_infer(one_request(), stream_timeout=remaining)
+        end = time.monotonic() + self.max_stream_s
+        responses = self._client.stream_infer(one_request(), stream_timeout=self.max_stream_s)
         iterator = responses.__aiter__()
         finished = False
         try:
             while True:
-                wait = max(deadline - time.monotonic(), 0.001)
-                if stats.first_token_at is None and first_token_timeout_s is not None:
-                    wait = min(wait, first_token_timeout_s)
+                now = time.monotonic()
+                if stats.first_token_at is None:
+                    wait = max(deadline - now, 0.001)
+                    if first_token_timeout_s is not None:
+                        wait = min(wait, first_token_timeout_s)
+                    what = "no first token within the deadline"
+                else:
+                    wait = stall_s
+                    what = f"the stream stalled: no token for {stall_s:.0f}s"
+                if end - now < wait:
+                    wait, what = max(end - now, 0.001), f"the stream ran past {self.max_stream_s:.0f}s"
                 try:
                     async with asyncio.timeout(wait):
                         result, error = await iterator.__anext__()
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    what = "first token" if stats.first_token_at is None else "end of stream"
                     raise TritonError(
-                        f"{model}: no {what} within the deadline",
+                        f"{model}: {what}",
                         retryable=True,
                         before_output=stats.chunks == 0,
                         status="DEADLINE_EXCEEDED",

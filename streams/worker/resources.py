@@ -56,7 +56,8 @@ class Resources:
     @property
     def generator(self) -> Generator:
         """Generation for every model: those named in ``openai_backends`` from their OpenAI-compatible servers, the
-        rest from Triton. Same deadlines for both: the request timeout bounds a whole stream."""
+        rest from Triton. Same deadlines for both: the request timeout bounds the wait for the first token and
+        then for each next one, not the length of an answer."""
         if not self.openai_backends:
             return self.triton
         if not self._openai:

@@ -96,3 +96,28 @@ async def test_unknown_model_is_a_clear_error(stack: Stack, stack_settings: Sett
             raise AssertionError("expected a TritonError")
     finally:
         await client.close()
+
+
+async def test_a_steady_stream_longer_than_the_timeout_completes_and_the_stream_cap_ends_one(
+    stack: Stack, stack_settings: Settings
+) -> None:
+    """The timeout bounds the wait for each token, not the answer's length: 400 tokens at 5 ms each take 2 s."""
+    client = TritonClient(stack_settings.triton_address, timeout_s=1.0)
+    capped = TritonClient(stack_settings.triton_address, timeout_s=1.0, max_stream_s=0.5)
+    try:
+        started = time.monotonic()
+        pieces = [p async for p in client.generate("llm_echo", WORDS, GenerationParams(max_tokens=400))]
+        assert len(pieces) == 400 and time.monotonic() - started > 1.0
+        stats = StreamStats(model="llm_echo", started=time.monotonic())
+        received = []
+        try:
+            async for piece in capped.generate("llm_echo", WORDS, GenerationParams(max_tokens=400), stats=stats):
+                received.append(piece)
+        except TritonError as exc:
+            assert "ran past" in str(exc) and not exc.before_output
+        else:
+            raise AssertionError("the stream cap did not end the stream")
+        assert 0 < len(received) < 400
+    finally:
+        await client.close()
+        await capped.close()
