@@ -54,7 +54,7 @@ class Supervisor:
     _watched: dict[str, _Watch] = field(default_factory=dict)
 
     def candidates(self) -> list[Service]:
-        chosen = self.stack.select(self.names, default=[n for n in self.stack.services if n != "supervisor"])
+        chosen = self.stack.select(self.names, default=list(self.stack.services))
         return [service for service in chosen if service.name != "supervisor"]
 
     def check_once(self) -> list[Restart]:

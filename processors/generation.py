@@ -128,6 +128,26 @@ async def retried_before_output(
             await stream.aclose()
 
 
+def next_read_wait(
+    stats: StreamStats, *, deadline: float, first_token_timeout_s: float | None, stall_s: float, end: float
+) -> tuple[float, str]:
+    """How long a stream's next read may take, and what to say if it times out. The deadline rule every model client
+    shares: a stream is bounded by progress, not length. Until the first token, the first-token ``deadline``
+    (retries included; ``first_token_timeout_s`` caps each attempt); after it, ``stall_s`` between reads; never past
+    ``end``, the cap on a whole stream."""
+    now = time.monotonic()
+    if stats.first_token_at is None:
+        wait = max(deadline - now, 0.001)
+        if first_token_timeout_s is not None:
+            wait = min(wait, first_token_timeout_s)
+        reason = "no first token within the deadline"
+    else:
+        wait, reason = stall_s, f"the stream stalled: nothing came for {stall_s:.0f}s"
+    if end - now < wait:
+        wait, reason = max(end - now, 0.001), "the stream ran past its time limit"
+    return wait, reason
+
+
 class Generator(Protocol):
     def stream(
         self,

@@ -23,7 +23,14 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats, retried_before_output
+from processors.generation import (
+    ChatMessage,
+    GenerationError,
+    GenerationParams,
+    StreamStats,
+    next_read_wait,
+    retried_before_output,
+)
 
 
 class OpenAIBackend(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -171,8 +178,9 @@ class OpenAICompatClient:
         response: aiohttp.ClientResponse | None = None
         finished = False
         end = time.monotonic() + self.max_stream_s
+        wait, reason = self._wait(stats, deadline, end)
         try:
-            async with asyncio.timeout(self._wait(stats, deadline, end)):
+            async with asyncio.timeout(wait):
                 response = await self._client().post(self.url, json=body, headers=headers)
             if response.status != 200:
                 raw = await response.content.read(_MAX_ERROR_BODY)
@@ -184,7 +192,8 @@ class OpenAICompatClient:
             ended = False  # "[DONE]" or a finish_reason: the server meant to stop here
             data: list[str] = []
             while True:
-                async with asyncio.timeout(self._wait(stats, deadline, end)):
+                wait, reason = self._wait(stats, deadline, end)
+                async with asyncio.timeout(wait):
                     raw_line = await response.content.readline()
                 if not raw_line:
                     break
@@ -214,14 +223,8 @@ class OpenAICompatClient:
                 )
             finished = True
         except TimeoutError:
-            if time.monotonic() >= end:
-                what = f"the stream ran past {self.max_stream_s:.0f}s"
-            elif stats.first_token_at is None:
-                what = "no first token within the deadline"
-            else:
-                what = f"the stream stalled: nothing for {self.timeout_s:.0f}s"
             raise OpenAICompatError(
-                f"{model}: {what}",
+                f"{model}: {reason}",
                 retryable=True,
                 before_output=stats.chunks == 0,
                 status="DEADLINE_EXCEEDED",
@@ -248,18 +251,10 @@ class OpenAICompatClient:
                 else:
                     response.release()
 
-    def _wait(self, stats: StreamStats, deadline: float, end: float) -> float:
-        """How long the next read may take: until the first-token deadline, then the stall timeout between reads,
-        never past the end of the whole stream."""
-        now = time.monotonic()
-        if stats.first_token_at is None:
-            wait = max(deadline - now, 0.001)
-            if self.first_token_timeout_s is not None:
-                wait = min(wait, self.first_token_timeout_s)
-        else:
-            wait = self.timeout_s
-        wait = min(wait, max(end - now, 0.001))
-        return wait
+    def _wait(self, stats: StreamStats, deadline: float, end: float) -> tuple[float, str]:
+        return next_read_wait(
+            stats, deadline=deadline, first_token_timeout_s=self.first_token_timeout_s, stall_s=self.timeout_s, end=end
+        )
 
     @staticmethod
     def _parse(model: str, event: str, stats: StreamStats) -> tuple[str, bool]:

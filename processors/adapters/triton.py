@@ -19,7 +19,14 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from processors.adapters.chat_formats import model_info, render_chat
-from processors.generation import ChatMessage, GenerationError, GenerationParams, StreamStats, retried_before_output
+from processors.generation import (
+    ChatMessage,
+    GenerationError,
+    GenerationParams,
+    StreamStats,
+    next_read_wait,
+    retried_before_output,
+)
 from processors.telemetry import ModelCall
 from schemas.triton import GENERATION_INPUTS, LORA_NAME, PROMPT_TOKENS
 
@@ -259,17 +266,9 @@ class TritonClient:
         finished = False
         try:
             while True:
-                now = time.monotonic()
-                if stats.first_token_at is None:
-                    wait = max(deadline - now, 0.001)
-                    if first_token_timeout_s is not None:
-                        wait = min(wait, first_token_timeout_s)
-                    what = "no first token within the deadline"
-                else:
-                    wait = stall_s
-                    what = f"the stream stalled: no token for {stall_s:.0f}s"
-                if end - now < wait:
-                    wait, what = max(end - now, 0.001), f"the stream ran past {self.max_stream_s:.0f}s"
+                wait, what = next_read_wait(
+                    stats, deadline=deadline, first_token_timeout_s=first_token_timeout_s, stall_s=stall_s, end=end
+                )
                 try:
                     async with asyncio.timeout(wait):
                         result, error = await iterator.__anext__()
