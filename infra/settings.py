@@ -91,6 +91,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Faust worker.
     app_id: str = "ragstream"
     worker_web_port: int = 16066
+    # Worker and bridge processes `ragstream up worker bridge` runs on this machine: scale-out tried on one host.
+    # Process n > 1 is named worker-n / bridge-n and listens on each of its ports + 10(n-1) (bridge-2: 8775).
+    local_workers: int = 1
+    local_bridges: int = 1
     # Lower than Faust's defaults: the pipeline is latency-bound, not throughput-bound (see benchmarks/).
     consumer_fetch_max_wait_ms: int = 10
     producer_linger_ms: int = 0

@@ -16,20 +16,22 @@ from pathlib import Path
 from infra.kafka_admin import ensure_topics
 from infra.kafka_security import apply_acls, secured
 from infra.services._process import Service, ServiceError, Status
-from infra.services.bridge import BridgeService
+from infra.services.bridge import bridge_instances
 from infra.services.kafka import kafka_nodes
 from infra.services.milvus import Milvus
 from infra.services.prometheus import Prometheus
 from infra.services.redis import Redis
 from infra.services.supervisor import SupervisorService
 from infra.services.triton import Triton
-from infra.services.worker import WorkerService
+from infra.services.worker import worker_instances
 from infra.settings import Settings
 
 __all__ = ["ServiceError", "Stack", "Status", "free_ports", "private_settings"]
 
 
 INFRASTRUCTURE = ("kafka", "redis", "milvus", "triton")
+# Services that may run as several numbered processes here (kafka_brokers, local_workers, local_bridges).
+INSTANCED = ("kafka", "worker", "bridge")
 # Names that stand for several services. Observability is off by default: `ragstream up observability` starts a
 # Prometheus that scrapes the worker, the bridge and Triton (infra/services/prometheus.py).
 PARTS: dict[str, tuple[str, ...]] = {"observability": ("prometheus",)}
@@ -97,8 +99,8 @@ def private_settings(data_dir: Path, **overrides: object) -> Settings:
 
 
 class Stack:
-    """The infrastructure services, plus a background worker, bridge and Prometheus that start only when named
-    (``up worker bridge observability``)."""
+    """The infrastructure services, plus background workers, bridges and a Prometheus that start only when named
+    (``up worker bridge observability``); "worker" names every worker of ``local_workers``, likewise bridges."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -109,16 +111,18 @@ class Stack:
                 Redis(settings),
                 Milvus(settings),
                 Triton(settings),
-                WorkerService(settings),
-                BridgeService(settings),
+                *worker_instances(settings),
+                *bridge_instances(settings),
                 Prometheus(settings),
                 SupervisorService(settings),  # last: ``down`` stops it first
             )
         }
 
     def select(self, names: Sequence[str] = (), *, default: Sequence[str] = INFRASTRUCTURE) -> list[Service]:
-        # "kafka" stands for every node of a local cluster (kafka, kafka-2, kafka-3, ...).
-        parts = {**PARTS, "kafka": tuple(name for name in self.services if name.split("-")[0] == "kafka")}
+        # "kafka", "worker" and "bridge" stand for every instance of this host (kafka, kafka-2, kafka-3, ...).
+        parts = {**PARTS} | {
+            base: tuple(name for name in self.services if name.split("-")[0] == base) for base in INSTANCED
+        }
         names = [service for name in names for service in parts.get(name, (name,))]
         unknown = set(names) - set(self.services)
         if unknown:

@@ -59,6 +59,25 @@ def _proc_start_time(pid: int) -> str | None:
     return fields[19]
 
 
+# Process n > 1 of a service run several times on one host (``local_workers``, ``local_bridges``) takes each of its
+# ports + INSTANCE_PORT_STEP * (n - 1), so instances of different services never collide with each other's defaults.
+INSTANCE_PORT_STEP = 10
+
+
+def instance_name(base: str, n: int) -> str:
+    """``worker``, ``worker-2``, ...: the first instance keeps the plain name (its PID file, its log)."""
+    return base if n == 1 else f"{base}-{n}"
+
+
+def instance_settings(settings: Settings, n: int, ports: Sequence[str]) -> Settings:
+    """Settings of instance ``n``: the named port settings moved by :data:`INSTANCE_PORT_STEP` (0 stays off)."""
+    if n < 1:
+        raise ServiceError(f"instance numbers start at 1, not {n}")
+    step = INSTANCE_PORT_STEP * (n - 1)
+    moved = {name: getattr(settings, name) + step for name in ports if getattr(settings, name)}
+    return settings.with_changes(**moved) if moved else settings
+
+
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

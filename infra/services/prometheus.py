@@ -17,21 +17,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.services._process import Launch, Service, ServiceError
+from infra.services.bridge import BridgeService
+from infra.services.worker import WorkerService
 from infra.settings import Settings
 
 BINARY = "prometheus"
 
 
-def scrape_targets(settings: Settings) -> dict[str, str]:
-    """Job name -> ``host:port`` of every process the local Prometheus scrapes."""
+def scrape_targets(settings: Settings) -> dict[str, list[str]]:
+    """Job name -> ``host:port`` of every process the local Prometheus scrapes (each worker and bridge of this host)."""
+    workers = [WorkerService(settings, n).settings for n in range(1, settings.local_workers + 1)]
+    bridges = [BridgeService(settings, n).settings for n in range(1, settings.local_bridges + 1)]
     targets = {
-        "ragstream-worker": f"{settings.host}:{settings.metrics_port}",
-        "ragstream-bridge": f"{settings.host}:{settings.bridge_metrics_port}",
+        "ragstream-worker": [f"{settings.host}:{s.metrics_port}" for s in workers if s.metrics_port],
+        "ragstream-bridge": [f"{settings.host}:{s.bridge_metrics_port}" for s in bridges if s.bridge_metrics_port],
     }
-    if settings.triton_metrics:
-        targets["triton"] = f"{settings.host}:{settings.triton_metrics_port}"
-    targets["prometheus"] = f"{settings.host}:{settings.prometheus_port}"
-    return {job: target for job, target in targets.items() if not target.endswith(":0")}
+    if settings.triton_metrics and settings.triton_metrics_port:
+        targets["triton"] = [f"{settings.host}:{settings.triton_metrics_port}"]
+    if settings.prometheus_port:
+        targets["prometheus"] = [f"{settings.host}:{settings.prometheus_port}"]
+    return {job: hosts for job, hosts in targets.items() if hosts}
 
 
 def config_text(settings: Settings) -> str:
@@ -40,8 +45,7 @@ def config_text(settings: Settings) -> str:
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [target]}]}
-            for job, target in scrape_targets(settings).items()
+            {"job_name": job, "static_configs": [{"targets": hosts}]} for job, hosts in scrape_targets(settings).items()
         ],
     }
     return json.dumps(config, indent=2) + "\n"
