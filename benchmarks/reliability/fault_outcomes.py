@@ -46,6 +46,8 @@ class Question:
     resumes: int = 0  # ``resume`` frames sent after a reconnect
     reasks: int = 0  # ``ask`` sent again: the socket dropped before ``accepted`` named the request
     connect_failures: int = 0
+    via: str = ""  # the bridge instance it asked (a reconnect goes back to it: resume needs its journal)
+    error_stage: str = ""  # the error's ``stage``: who gave up (``bridge``, or the worker's stage for a deadline)
     problems: list[str] = field(default_factory=list)  # what went wrong on the way (closed sockets, refusals)
 
     def remaining(self, now: float) -> float:
@@ -152,6 +154,12 @@ def summarize_fault(
     failed_after = [q.sent_at - kill_at for q in after if not served(q)]
     all_done_after_s = max(failed_after) if failed_after else 0.0
     lost = [q for q in questions if classify(q) == "lost"]
+    timeouts = [q for q in questions if classify(q) == "error" and q.code == "timeout"]
+    by_bridge: dict[str, dict[str, int]] = {}
+    for q in questions:
+        counts = by_bridge.setdefault(q.via or "?", {"questions": 0, "served": 0})
+        counts["questions"] += 1
+        counts["served"] += served(q)
     goals = {
         "no_lost_questions": bins["lost"] == 0,
         "no_acked_document_lost": ingest is None or ingest.acked_lost == 0,
@@ -177,6 +185,17 @@ def summarize_fault(
         "reasks": sum(q.reasks for q in questions),
         "seq_gaps": sum(q.seq_gaps for q in questions),
         "text_mismatches": sum(1 for q in questions if classify(q) == "done" and not q.text_matches),
+        "by_bridge": dict(sorted(by_bridge.items())),
+        # Who gave up on the timed-out questions (the bridge's request timeout, or the worker's deadline check at a
+        # stage), and when they were asked relative to the kill: a backlog shows as a band of asks after it.
+        "timeouts": {
+            "by_stage": dict(sorted(Counter(q.error_stage or "?" for q in timeouts).items())),
+            "sent_after_kill_s": [round(min(t), 1), round(max(t), 1)]
+            if (t := [q.sent_at - kill_at for q in timeouts])
+            else [],
+            "accepted": sum(1 for q in timeouts if q.accepted_at is not None),
+            "with_tokens": sum(1 for q in timeouts if q.tokens),
+        },
         "lost_examples": [
             {
                 "index": q.index,
@@ -218,6 +237,15 @@ def _load(values: Any) -> str:
     return " / ".join(f"{v:.2f}" for v in values) if values else "?"
 
 
+def _restart_text(config: dict[str, Any]) -> str:
+    if config.get("restart_by") == "supervisor":
+        return "restarted by the project's supervisor (`ragstream up supervisor`, a check every 2 s) with no help"
+    return (
+        f"restart {config.get('restart_delay_s', '?')} s later with the project's start code (`Stack.up([service])`, "
+        "as a supervisor would)"
+    )
+
+
 def render_report(summary: dict[str, Any]) -> str:
     """The Markdown report: where and when it ran, the goals' verdict, one row per fault, then each fault's
     details. Everything it states comes from ``summary`` (what :func:`summarize_fault` measured)."""
@@ -239,11 +267,13 @@ def render_report(summary: dict[str, Any]) -> str:
         f"- Load average 1/5/15 min: start {_load(summary.get('load_average_start'))}, "
         f"end {_load(summary.get('load_average_end'))}",
         f"- Command: `{summary.get('command', '?')}`",
-        f"- Stack: private (own data dir, free ports), Kafka brokers: {config.get('brokers', '?')}, one worker "
-        "(`ragstream up worker`), one bridge (`ragstream up bridge`, instance "
-        f"`{config.get('bridge_instance', '?')}`), "
+        f"- Stack: private (own data dir, free ports), Kafka brokers: {config.get('brokers', '?')}, "
+        f"{config.get('workers', 1)} worker(s) (`ragstream up worker`, one consumer group), "
+        f"{config.get('bridges', 1)} bridge(s) (`ragstream up bridge`, instance "
+        f"`{config.get('bridge_instance', '?')}`{' and -2, ...' if config.get('bridges', 1) > 1 else ''}), "
         f"Triton models `{config.get('models', '?')}`",
-        f"- Load: {config.get('rate', '?')} questions/s over the WebSocket bridge, each on its own socket, model "
+        f"- Load: {config.get('rate', '?')} questions/s over the WebSocket bridge(s) (question n to bridge n mod "
+        "the count), each on its own socket, model "
         f"`{config.get('model', '?')}`, max_tokens {config.get('max_tokens', '?')}, cache off; client deadline "
         f"{config.get('deadline_s', '?')} s per question (bridge `request_timeout_s` "
         f"{config.get('request_timeout_s', '?')} s); a client whose socket drops reconnects and sends `resume` "
@@ -253,9 +283,8 @@ def render_report(summary: dict[str, Any]) -> str:
         f"({config.get('ingest_gap_s', 0)} s apart), each into a tenant of its own; afterwards every acknowledged "
         "document's chunks are counted in Milvus and compared with the same document's chunks in the baseline ingest",
         f"- Per fault: {config.get('before_s', '?')} s of load, kill -9 of the service's process group by the PID "
-        f"its start recorded, restart {config.get('restart_delay_s', '?')} s later with the project's start code "
-        f"(`Stack.up([service])`, as a supervisor would), load until {config.get('window_s', '?')} s after the "
-        "kill, then every client waits out its deadline",
+        f"its start recorded (the first instance: `kafka`, `worker`, `bridge`), {_restart_text(config)}, load "
+        f"until {config.get('window_s', '?')} s after the kill, then every client waits out its deadline",
         "",
         "## Goals",
         "",
@@ -305,6 +334,18 @@ def render_report(summary: dict[str, Any]) -> str:
             f"{f['resumes']}, asked again {f['reasks']}; token seq gaps {f['seq_gaps']}, answers whose tokens do "
             f"not join to `done.text` {f['text_mismatches']}"
         )
+        if len(f.get("by_bridge", {})) > 1:
+            lines.append(
+                "- Served by the bridge asked: "
+                + ", ".join(f"{via} {c['served']}/{c['questions']}" for via, c in f["by_bridge"].items())
+            )
+        timeouts = f.get("timeouts", {})
+        if timeouts.get("sent_after_kill_s"):
+            first, last = timeouts["sent_after_kill_s"]
+            lines.append(
+                f"- Timeouts: given up by {_codes(timeouts['by_stage'])}; asked from {first} s to {last} s after the "
+                f"kill; {timeouts['accepted']} of them accepted by the bridge, {timeouts['with_tokens']} had tokens"
+            )
         for example in f["lost_examples"]:
             lines.append(f"- Lost: {example}")
         ingest = f["ingest"]
@@ -329,9 +370,13 @@ def render_report(summary: dict[str, Any]) -> str:
     lines += [
         "## Scope",
         "",
-        "- One worker and one bridge (the issue's scale-out to two of each is not part of this run); one fault at a "
-        "time; each killed service is restarted by the suite as a supervisor would (nothing in the local stack "
-        "restarts a killed process by itself).",
+        f"- {config.get('workers', 1)} worker(s) and {config.get('bridges', 1)} bridge(s); one fault at a time; "
+        + (
+            "each killed service is restarted by the project's supervisor (`ragstream up supervisor`), which found "
+            "the dead process by itself: no step of the suite restarts anything."
+            if config.get("restart_by") == "supervisor"
+            else "each killed service is restarted by the suite with the project's start code, as a supervisor would."
+        ),
         "- A question counts once, by what its client finally saw; a client that asked again after a drop before "
         "`accepted` is one question (the count of such re-asks is shown per fault).",
         "",

@@ -3,19 +3,23 @@
     python benchmarks/reliability/fault_suite.py                         # every fault, single broker (~12 min)
     python benchmarks/reliability/fault_suite.py --brokers 3             # on the project's 3-node KRaft cluster
     python benchmarks/reliability/fault_suite.py --faults worker,redis   # some faults only
+    python benchmarks/reliability/fault_suite.py --brokers 3 --workers 2 --bridges 2   # the scale-out cluster
 
 Starts a private stack (own data dir, free ports: Kafka, Redis, Milvus, Triton with embedder, reranker, llm_echo;
-``ragstream up worker bridge``), ingests ``--ingest-dir`` once into the questions' tenant (the baseline: how many
-chunks each document has), then for each fault in turn:
+``ragstream up worker bridge``, ``--workers`` / ``--bridges`` of each, and the supervisor), ingests
+``--ingest-dir`` once into the questions' tenant (the baseline: how many chunks each document has), then for each
+fault in turn:
 
-1. clients ask ``--rate`` questions per second over the bridge, each on its own socket (llm_echo, short answers,
-   cache off); a client whose socket drops reconnects and sends ``resume`` with its last ``seq`` (or asks again if
-   the drop came before ``accepted``), until its ``--deadline``;
+1. clients ask ``--rate`` questions per second over the bridges (question n to bridge n mod the count), each on its
+   own socket (llm_echo, short answers, cache off); a client whose socket drops reconnects to the same bridge and
+   sends ``resume`` with its last ``seq`` (or asks again if the drop came before ``accepted``), until its
+   ``--deadline``;
 2. ``--ingest-lead`` s before the kill an ingest starts and runs through the window: rounds of ``--ingest-dir``,
    each into a tenant of its own;
 3. after ``--before`` s the service's process group is killed with SIGKILL by the PID its start recorded (for
-   Kafka: node 1, the single broker or one broker of ``--brokers 3``), and ``--restart-delay`` s later restarted
-   with the project's own start code (``Stack.up([name])``, what ``ragstream up NAME`` runs), as a supervisor would;
+   Kafka: node 1, the single broker or one broker of ``--brokers 3``; the first worker or bridge), and the
+   project's supervisor (``ragstream up supervisor``) finds it dead and restarts it; with ``--restart-by suite``
+   the suite restarts it itself ``--restart-delay`` s later (``Stack.up([name])``);
 4. questions go on until ``--window`` s after the kill; then every client waits out its deadline, the ingest ends
    (a round that did not end clean is run once more after the recovery, as its user would), and every acknowledged
    document's chunks are counted in Milvus against the baseline.
@@ -74,6 +78,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated, from {','.join(FAULTS)} and {CONTROL} (a control run: nothing killed)",
     )
     parser.add_argument("--brokers", type=int, default=1, choices=(1, 3), help="Kafka nodes (3: the local cluster)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one consumer group)")
+    parser.add_argument("--bridges", type=int, default=1, help="bridge processes (each its own reply topic)")
+    parser.add_argument(
+        "--restart-by",
+        choices=("supervisor", "suite"),
+        default="supervisor",
+        help="who restarts a killed service: the project's supervisor, or the suite after --restart-delay",
+    )
     parser.add_argument("--rate", type=float, default=2.0, help="questions per second")
     parser.add_argument("--before", type=float, default=8.0, help="seconds of load before each kill")
     parser.add_argument("--window", type=float, default=40.0, help="seconds of load after each kill")
@@ -110,6 +122,8 @@ def suite_settings(data_dir: Path, args: argparse.Namespace, instance: str) -> S
         "api_keys": f"{API_KEY}:{TENANT}",
         "retrieve_k": 5,
         "kafka_brokers": args.brokers,
+        "local_workers": args.workers,
+        "local_bridges": args.bridges,
         # One key asks every question: the quotas are raised so that they measure faults, not quotas.
         "bridge_max_connections": room,
         "bridge_key_connections": room,
@@ -190,14 +204,17 @@ def handle(q: Question, message: dict[str, Any], now: float) -> None:
         q.finish("done", str(message.get("finish_reason", "")), now)
     elif kind == "error":
         q.finish("error", str(message.get("code", "")), now)
+        q.error_stage = str(message.get("stage") or "")
         q.problems.append(f"error {message.get('code')}: {str(message.get('message', ''))[:100]}")
 
 
 class Load:
-    """``rate`` questions per second, each its own client task; all on the loop's clock."""
+    """``rate`` questions per second, each its own client task, question n to bridge n mod the count; all on the
+    loop's clock."""
 
-    def __init__(self, url: str, rate: float, deadline_s: float, options: dict[str, Any]) -> None:
-        self.url, self.rate, self.deadline_s, self.options = url, rate, deadline_s, options
+    def __init__(self, bridges: dict[str, str], rate: float, deadline_s: float, options: dict[str, Any]) -> None:
+        self.bridges = list(bridges.items())  # (service name, URL)
+        self.rate, self.deadline_s, self.options = rate, deadline_s, options
         self.pool = faq_questions()
         self.questions: list[Question] = []
         self.tasks: list[asyncio.Task[None]] = []
@@ -209,9 +226,10 @@ class Load:
         start = loop.time()
         n = 0
         while not self._stop.is_set():
-            q = Question(n, self.pool[n % len(self.pool)], loop.time(), self.deadline_s)
+            via, url = self.bridges[n % len(self.bridges)]
+            q = Question(n, self.pool[n % len(self.pool)], loop.time(), self.deadline_s, via=via)
             self.questions.append(q)
-            self.tasks.append(asyncio.create_task(ask(self.url, q, self.options)))
+            self.tasks.append(asyncio.create_task(ask(url, q, self.options)))
             n += 1
             wait = start + n / self.rate - loop.time()
             if wait > 0:
@@ -324,6 +342,18 @@ def kill_group(service: Service) -> list[int]:
     return members
 
 
+def wait_restarted(service: Service, killed: set[int], timeout_s: float) -> None:
+    """Until ``service`` runs again under a new PID (the supervisor restarted it) and its readiness probe passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid = service.running_pid()
+        if pid is not None and pid not in killed and service.probe() is None:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{service.name} was not restarted within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
 async def wait_serving(settings: Settings, timeout_s: float = 240.0) -> float:
     """Seconds until an llm_echo request makes the round trip through Kafka, the worker and Triton."""
     from streams.clients.asker import wait_for_worker
@@ -360,9 +390,9 @@ async def run_fault(
     stack: Stack, settings: Settings, fault: str, args: argparse.Namespace, baseline: dict[str, int]
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
-    url = f"ws://127.0.0.1:{settings.bridge_port}/"
+    bridges = {service.name: service.address + "/" for service in stack.select(["bridge"])}
     options = {"model": "llm_echo", "max_tokens": args.max_tokens, "use_cache": False}
-    load = Load(url, args.rate, args.deadline, options)
+    load = Load(bridges, args.rate, args.deadline, options)
     kill_future: asyncio.Future[float] = loop.create_future()
     recovered = asyncio.Event()  # the killed service is back and the pipeline answers again
     stop_ingest = asyncio.Event()
@@ -380,12 +410,14 @@ async def run_fault(
     killed = await asyncio.to_thread(kill_group, stack.services[fault]) if fault != CONTROL else []
     kill_future.set_result(kill_at)
     print(f"  {fault}: killed process group {killed}", flush=True)
-    await asyncio.sleep(args.restart_delay if fault != CONTROL else 0.0)
     restart_s: float | None = None
     restart_error = ""
     try:
-        if fault != CONTROL:
+        if fault != CONTROL and args.restart_by == "suite":
+            await asyncio.sleep(args.restart_delay)
             await asyncio.to_thread(stack.up, [fault])
+        elif fault != CONTROL:
+            await asyncio.to_thread(wait_restarted, stack.services[fault], set(killed), args.window + 120.0)
         restart_s = loop.time() - kill_at if fault != CONTROL else 0.0
         print(f"  {fault}: restarted, ready {restart_s:.1f}s after the kill", flush=True)
     except Exception as exc:
@@ -457,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"starting a private stack in {settings.data_path} ({args.brokers} Kafka node(s)) ...", flush=True)
         stack.up()
         stack.up(["worker", "bridge"])
+        if args.restart_by == "supervisor":
+            stack.up(["supervisor"])  # it watches what runs now, and restarts whatever dies from here on
         print(f"stack up in {time.monotonic() - started:.0f}s", flush=True)
         faults, base_info = asyncio.run(suite(stack, settings, args))
     except Exception as exc:
@@ -471,6 +505,9 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python benchmarks/reliability/fault_suite.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "config": {
             "brokers": args.brokers,
+            "workers": args.workers,
+            "bridges": args.bridges,
+            "restart_by": args.restart_by,
             "rate": args.rate,
             "before_s": args.before,
             "window_s": args.window,

@@ -35,7 +35,8 @@ class SupervisorService(Service):
     def launch(self) -> Launch:
         return Launch(
             [sys.executable, "-m", "streams", "supervise", "--interval", str(INTERVAL_S), "--heartbeat",
-             str(self.heartbeat)]
+             str(self.heartbeat)],
+            env=self.settings.to_env(),  # it supervises this stack's data dir, whatever the caller's environment says
         )  # fmt: skip
 
     def probe(self) -> str | None:

@@ -154,3 +154,25 @@ def test_ingest_rounds_merge_with_their_tenants() -> None:
     s = outcomes.summarize_fault("milvus", [], kill_at=KILL, restart_s=3.0, killed_pids=[1], ingest=merged)
     assert not s["goals"]["no_acked_document_lost"]
     assert "ingest-b/classes.html" in outcomes.render_report({"faults": [s]})
+
+
+def test_timeouts_say_who_gave_up_and_each_bridge_counts_its_own_questions() -> None:
+    questions = []
+    for i, (via, sent, end, code, stage) in enumerate([
+        ("bridge", 90.0, "done", "stop", ""),
+        ("bridge-2", 101.0, "error", "timeout", "bridge"),  # the bridge's request timeout
+        ("bridge", 104.0, "error", "timeout", "prepare"),  # the worker's deadline check
+        ("bridge-2", 110.0, "done", "stop", ""),
+    ]):  # fmt: skip
+        q = question(i, sent, end=end, ended=sent + 31.0, code=code)
+        q.via, q.error_stage = via, stage
+        questions.append(q)
+    questions[1].accepted_at = 101.1
+    s = outcomes.summarize_fault("bridge", questions, kill_at=KILL, restart_s=2.0, killed_pids=[5], ingest=None)
+    assert s["timeouts"] == {"by_stage": {"bridge": 1, "prepare": 1}, "sent_after_kill_s": [1.0, 4.0],
+                             "accepted": 1, "with_tokens": 0}  # fmt: skip
+    assert s["by_bridge"] == {"bridge": {"questions": 2, "served": 1}, "bridge-2": {"questions": 2, "served": 1}}
+    md = outcomes.render_report({"config": {"bridges": 2, "restart_by": "supervisor"}, "faults": [s]})
+    assert "Served by the bridge asked: bridge 1/2, bridge-2 1/2" in md
+    assert "Timeouts: given up by bridge 1, prepare 1; asked from 1.0 s to 4.0 s after the kill" in md
+    assert "restarted by the project's supervisor" in md and "2 bridge(s)" in md
