@@ -72,6 +72,14 @@ out["max_batch"] = engine.max_batch_seen
 out["unknown"] = ask("tenant-c/0123456789abcdef", "../tenant-a/0123456789abcdef", A)
 out["loaded"] = sorted(engine.loras)
 engine.close()
+
+# Room for one adapter: B replaces A (least recently used), A comes back, and a batch that needs both at once
+# serves the first and refuses the second (its adapter cannot evict one a running row uses).
+engine = ChatEngine(model, tok, name="llm_small", max_active=8, lora_dir=root, max_loras=1, log=lambda m: None)
+out["one_slot"] = [ask(A)[0], ask(B)[0], ask(A)[0]]
+out["one_slot_loaded"] = list(engine.loras)
+out["one_slot_both"] = ask(A, B)
+engine.close()
 print(json.dumps(out))
 """
 
@@ -93,3 +101,7 @@ def test_each_tenants_request_uses_its_own_adapter_in_one_mixed_batch(tmp_path: 
     assert escaping.startswith("ERROR") and "invalid adapter name" in escaping
     assert still_a == a
     assert out["loaded"] == ["tenant-a/0123456789abcdef", "tenant-b/0123456789abcdef"]
+    assert out["one_slot"] == [a, b, a], out  # evicted and reloaded adapters answer as before
+    assert out["one_slot_loaded"] == ["tenant-a/0123456789abcdef"]
+    first, refused = out["one_slot_both"]
+    assert first == a and refused.startswith("ERROR") and "in use by running requests" in refused, out

@@ -18,8 +18,10 @@ earlier ones are still generating.
 Multi-LoRA: a request may name a LoRA adapter (``lora_name``, e.g. ``tenant/sha16``: a folder under ``lora_dir``
 holding PEFT's ``adapter_config.json`` and ``adapter_model.safetensors``, as ``ragstream finetune`` writes them).
 The engine loads an adapter the first time a request names it (no restart), keeps up to ``max_loras`` of them on
-the one base model, and runs every forward with PEFT's per-row ``adapter_names``: each row of a mixed batch gets
-its own adapter, and a row without one gets the base model (``__base__``), never another request's adapter.
+the one base model (when full, a new one replaces the least recently used adapter that no running request uses;
+when every loaded adapter is in use, the new request fails with a retryable message), and runs every forward with
+PEFT's per-row ``adapter_names``: each row of a mixed batch gets its own adapter, and a row without one gets the
+base model (``__base__``), never another request's adapter.
 
 The prompt (``text_input``) is used as is, already in the model's chat format: the client renders the chat
 template (``processors/models.py``), exactly as production's TensorRT-LLM ensemble expects pre-templated text.
@@ -34,6 +36,7 @@ import queue
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +106,7 @@ class ChatEngine:
         self.base_model = model
         self.lora_dir = Path(lora_dir).resolve() if lora_dir else None
         self.max_loras = max_loras
-        self.loras: dict[str, str] = {}  # lora_name -> PEFT adapter name, in load order
+        self.loras: OrderedDict[str, str] = OrderedDict()  # lora_name -> PEFT adapter name, least recently used first
         self.tokenizer = tokenizer
         self.name = name
         self.max_active = max_active
@@ -216,7 +219,8 @@ class ChatEngine:
                 req.emit("", True)
                 continue
             try:
-                adapter = self._adapter_for(req.lora_name)
+                busy = {row.adapter for row in self._rows} | {adapter for _, _, adapter in fresh}
+                adapter = self._adapter_for(req.lora_name, busy)
             except LoraError as exc:
                 self._fail(req, f"{self.name}: {exc}")
                 continue
@@ -255,12 +259,14 @@ class ChatEngine:
         every row: always name each row's adapter (the base model's rows too)."""
         return {"adapter_names": adapters} if self.loras else {}
 
-    def _adapter_for(self, lora_name: str) -> str:
-        """The PEFT adapter name serving ``lora_name``, loading it from ``lora_dir`` the first time."""
+    def _adapter_for(self, lora_name: str, busy: set[str]) -> str:
+        """The PEFT adapter name serving ``lora_name``, loading it from ``lora_dir`` the first time; ``busy``: the
+        adapters of rows in the batch, which must not be evicted to make room."""
         if not lora_name:
             return BASE_ADAPTER
         loaded = self.loras.get(lora_name)
         if loaded is not None:
+            self.loras.move_to_end(lora_name)
             return loaded
         if self.lora_dir is None:
             raise LoraError(f"adapter {lora_name!r} requested but this model serves no adapters (no lora_dir)")
@@ -269,8 +275,13 @@ class ChatEngine:
         folder = (self.lora_dir / lora_name).resolve()
         if self.lora_dir not in folder.parents or not (folder / "adapter_config.json").is_file():
             raise LoraError(f"no adapter {lora_name!r} under {self.lora_dir}")
+        victim = None
         if len(self.loras) >= self.max_loras:
-            raise LoraError(f"{len(self.loras)} adapters loaded, the most this model holds (max_loras)")
+            victim = next((name for name, adapter in self.loras.items() if adapter not in busy), None)
+            if victim is None:
+                raise LoraError(
+                    f"all {len(self.loras)} loaded adapters are in use by running requests (max_loras); retry shortly"
+                )
         adapter = "lora_" + hashlib.sha256(lora_name.encode()).hexdigest()[:16]  # PEFT names cannot hold '/' '.'
         started = time.perf_counter()
         try:
@@ -284,6 +295,9 @@ class ChatEngine:
             self.model.load_adapter(str(folder), adapter_name=adapter, is_trainable=False)
         self.model.eval()
         self.loras[lora_name] = adapter
+        if victim is not None:  # after the load: a failed load leaves the loaded adapters as they were
+            self.model.delete_adapter(self.loras.pop(victim))
+            self.log(f"{self.name}: evicted adapter {victim} (least recently used) for {lora_name}")
         self.log(f"{self.name}: loaded adapter {lora_name} in {time.perf_counter() - started:.2f}s")
         return adapter
 
