@@ -91,7 +91,7 @@ def stack_overrides(config: ConcurrencyConfig) -> dict[str, object]:
     tests/streams/bridge/test_bridge_quotas.py)."""
     room = max(1000, config.most_clients + 100)
     overrides: dict[str, object] = {
-        "request_timeout_s": 300.0,
+        "request_timeout_s": max(300.0, config.timeout_s),  # a queued answer is waited for as long as its client
         "bridge_max_connections": room,
         "bridge_key_connections": room,
         "bridge_tenant_connections": room,
