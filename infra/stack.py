@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import msgspec
 
 from infra.kafka_admin import ensure_topics
 from infra.kafka_security import apply_acls, secured
@@ -40,40 +43,68 @@ PARTS: dict[str, tuple[str, ...]] = {"observability": ("prometheus",)}
 _PRIVATE_PASSTHROUGH = ("RAGSTREAM_CACHE_DIR", "RAGSTREAM_TRITON_LOAD_MODELS", "RAGSTREAM_TRITON_PYTHON_ENV")
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports that were free a moment ago (all held open together while choosing)."""
-    sockets = [socket.socket() for _ in range(count)]
+def _assignable_ports() -> range:
+    """Ports to choose from for a private stack: below the kernel's ephemeral range. A port the kernel may hand to
+    any outgoing connection (or to ``bind(0)``) can be taken between our check and the service's own bind; a Kafka
+    node once failed to start because its controller port had become another connection's local port."""
     try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low - 10000 >= 4000:
+        return range(10000, low)
+    return range(high + 1, 65535)  # an unusual range set low: above it instead
+
+
+def _default_ports() -> set[int]:
+    """The ports a developer's own stack uses with default settings (and its extra Kafka nodes and instances): a
+    private stack keeps off them, so a stack started later on the defaults does not find them taken."""
+    defaults = msgspec.structs.asdict(Settings())
+    return {
+        value + offset
+        for name, value in defaults.items()
+        if name.endswith("_port") and isinstance(value, int) and value
+        for offset in range(0, 30)
+    }
+
+
+def _take(ports: Sequence[int]) -> bool:
+    """Whether every port of ``ports`` can be bound on loopback right now (all held together while checking)."""
+    if _default_ports().intersection(ports):
+        return False
+    held: list[socket.socket] = []
+    try:
+        for port in ports:
+            sock = socket.socket()
+            held.append(sock)
+            sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
     finally:
-        for sock in sockets:
+        for sock in held:
             sock.close()
 
 
-def free_port_block(size: int) -> int:
-    """The first of ``size`` consecutive free loopback ports: a local Kafka cluster's node n uses base + 2(n-1) and
-    the port after it, so its ports must be contiguous."""
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago, outside the ephemeral range."""
+    pool = _assignable_ports()
     for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + size >= 65535:
-            continue
-        held: list[socket.socket] = []
-        try:
-            for port in range(base, base + size):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
+        ports = random.sample(pool, count)
+        if _take(ports):
+            return ports
+    raise RuntimeError(f"no {count} free ports in {pool.start}-{pool.stop - 1}")
+
+
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free loopback ports (outside the ephemeral range): a local Kafka cluster's
+    node n uses base + 2(n-1) and the port after it, so its ports must be contiguous."""
+    pool = _assignable_ports()
+    for _ in range(200):
+        base = random.randrange(pool.start, pool.stop - size)
+        if _take(range(base, base + size)):
             return base
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise RuntimeError("no block of free ports")
+    raise RuntimeError(f"no block of {size} free ports in {pool.start}-{pool.stop - 1}")
 
 
 def private_settings(data_dir: Path, **overrides: object) -> Settings:

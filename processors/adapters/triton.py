@@ -261,7 +261,9 @@ class TritonClient:
             yield request
 
         end = time.monotonic() + self.max_stream_s
-        responses = self._client.stream_infer(one_request(), stream_timeout=self.max_stream_s)
+        # gRPC's own deadline is only a backstop, later than ``end``: the cap is enforced below, with its reason (a
+        # deadline equal to the cap raced it and, on a busy loop, won with a bare DEADLINE_EXCEEDED).
+        responses = self._client.stream_infer(one_request(), stream_timeout=self.max_stream_s + 5.0)
         iterator = responses.__aiter__()
         finished = False
         try:

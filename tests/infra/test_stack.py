@@ -16,7 +16,7 @@ import pytest
 from infra.services._process import ServiceError, _proc_start_time
 from infra.services.redis import Redis
 from infra.settings import Settings
-from infra.stack import INFRASTRUCTURE, Stack
+from infra.stack import INFRASTRUCTURE, Stack, free_port_block, free_ports
 from tests.conftest import isolated_settings, settings_env
 
 
@@ -164,3 +164,18 @@ def test_a_process_whose_main_thread_ended_is_running_until_its_last_thread_ends
         assert _proc_start_time(proc.pid) is None
     finally:
         proc.kill()
+
+
+def test_private_ports_come_from_outside_the_ephemeral_range_and_off_the_default_ports() -> None:
+    """The kernel hands ephemeral ports to outgoing connections at any moment: one took a Kafka node's controller
+    port between the choice and the node's bind. Private stacks choose below that range, and off the ports a
+    developer's default stack would use."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    defaults = Settings()
+    taken = {defaults.kafka_port, defaults.kafka_controller_port, defaults.redis_port, defaults.milvus_port,
+             defaults.triton_grpc_port, defaults.bridge_port, defaults.worker_web_port}  # fmt: skip
+    for _ in range(20):
+        ports = free_ports(12)
+        base = free_port_block(6)
+        chosen = [*ports, *range(base, base + 6)]
+        assert len(set(ports)) == 12 and all(p < low for p in chosen) and not taken.intersection(chosen)
