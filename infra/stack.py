@@ -7,6 +7,7 @@ once Kafka answers, and ``down`` stops them in reverse order by the PIDs recorde
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import socket
@@ -56,16 +57,17 @@ def _assignable_ports() -> range:
     return range(high + 1, 65535)  # an unusual range set low: above it instead
 
 
-def _default_ports() -> set[int]:
+@functools.cache
+def _default_ports() -> frozenset[int]:
     """The ports a developer's own stack uses with default settings (and its extra Kafka nodes and instances): a
     private stack keeps off them, so a stack started later on the defaults does not find them taken."""
     defaults = msgspec.structs.asdict(Settings())
-    return {
+    return frozenset(
         value + offset
         for name, value in defaults.items()
         if name.endswith("_port") and isinstance(value, int) and value
         for offset in range(0, 30)
-    }
+    )
 
 
 def _take(ports: Sequence[int]) -> bool:
@@ -151,7 +153,7 @@ class Stack:
 
     def select(self, names: Sequence[str] = (), *, default: Sequence[str] = INFRASTRUCTURE) -> list[Service]:
         # "kafka", "worker" and "bridge" stand for every instance of this host (kafka, kafka-2, kafka-3, ...).
-        parts = {**PARTS} | {
+        parts = PARTS | {
             base: tuple(name for name in self.services if name.split("-")[0] == base) for base in INSTANCED
         }
         names = [service for name in names for service in parts.get(name, (name,))]

@@ -239,7 +239,10 @@ def _load(values: Any) -> str:
 
 def _restart_text(config: dict[str, Any]) -> str:
     if config.get("restart_by") == "supervisor":
-        return "restarted by the project's supervisor (`ragstream up supervisor`, a check every 2 s) with no help"
+        return (
+            "restarted by the project's supervisor (`ragstream up supervisor`, a check every "
+            f"{config.get('supervisor_check_s', '?')} s) with no help"
+        )
     return (
         f"restart {config.get('restart_delay_s', '?')} s later with the project's start code (`Stack.up([service])`, "
         "as a supervisor would)"

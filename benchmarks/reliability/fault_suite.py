@@ -56,6 +56,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from infra.services._process import Service, _proc_start_time
+from infra.services.supervisor import INTERVAL_S as SUPERVISOR_CHECK_S
 from infra.settings import REPO_ROOT, Settings
 from infra.stack import Stack, free_port_block
 from processors.reporting.machine import load_average, run_facts
@@ -508,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
             "workers": args.workers,
             "bridges": args.bridges,
             "restart_by": args.restart_by,
+            "supervisor_check_s": SUPERVISOR_CHECK_S,
             "rate": args.rate,
             "before_s": args.before,
             "window_s": args.window,

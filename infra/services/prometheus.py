@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from infra.services._process import Launch, Service, ServiceError
-from infra.services.bridge import BridgeService
-from infra.services.worker import WorkerService
+from infra.services.bridge import bridge_instances
+from infra.services.worker import worker_instances
 from infra.settings import Settings
 
 BINARY = "prometheus"
@@ -26,8 +26,8 @@ BINARY = "prometheus"
 
 def scrape_targets(settings: Settings) -> dict[str, list[str]]:
     """Job name -> ``host:port`` of every process the local Prometheus scrapes (each worker and bridge of this host)."""
-    workers = [WorkerService(settings, n).settings for n in range(1, settings.local_workers + 1)]
-    bridges = [BridgeService(settings, n).settings for n in range(1, settings.local_bridges + 1)]
+    workers = [worker.settings for worker in worker_instances(settings)]
+    bridges = [bridge.settings for bridge in bridge_instances(settings)]
     targets = {
         "ragstream-worker": [f"{settings.host}:{s.metrics_port}" for s in workers if s.metrics_port],
         "ragstream-bridge": [f"{settings.host}:{s.bridge_metrics_port}" for s in bridges if s.bridge_metrics_port],
