@@ -139,7 +139,10 @@ async def test_per_tenant_overrides() -> None:
 
 
 async def test_checks_run_off_the_event_loop(guard: InputGuard) -> None:
-    """While a check runs, the loop keeps ticking (CPU work is in a thread)."""
+    """While a check runs, the loop keeps ticking (CPU work is in a thread). A thread holding the GIL gives the loop a
+    turn about every 5 ms, so the checks must add up to clearly more than 5 such turns on a fast machine: 20 of
+    them (5 gave exactly 5 ticks once, in a full test run). Run on the loop, they would all run in one
+    iteration and the ticker would tick a few times, however many there are (3, tried with the checks inline)."""
     await guard.warm_up()
     ticks = 0
 
@@ -150,6 +153,6 @@ async def test_checks_run_off_the_event_loop(guard: InputGuard) -> None:
             await asyncio.sleep(0)
 
     task = asyncio.create_task(ticker())
-    await asyncio.gather(*(guard.check("What is a generator expression? " * 20, POLICY) for _ in range(5)))
+    await asyncio.gather(*(guard.check("What is a generator expression? " * 20, POLICY) for _ in range(20)))
     task.cancel()
     assert ticks > 5
