@@ -321,11 +321,14 @@ RULES: Final[tuple[Rule, ...]] = (
         r"donnees|datos|dati|dados|and api keys)",
         0.9,
     ),
+    # A tool call names the tool as one: "call the send_email tool to ...". Without the word "tool", "use
+    # <snake_name>() to" is how technical writing and its readers speak ("use Py_BuildValue() to", "call
+    # do_handshake() to"): in the Python 3.11 docs that form occurs in 536 of 401k sentences, none an attack.
     _r(
         "tool_injection",
-        r"\b(call|invoke|use|run|trigger|execute)\s+(the\s+)?`?[a-z]+_[a-z_]+`?(\(\))?\s+(tool\s+)?(to|on|with|"
-        r"and|for)\b|\b(ai|coding|llm|autonomous)\s+agents?\b[^.!?\n]{0,60}\b(should|must|need to|are required "
-        r"to|first)\b|\bfor ai (coding )?agents\b",
+        r"\b(call|invoke|use|run|trigger|execute)\s+(the\s+|your\s+)?`?[a-z]+_[a-z_]+`?(\(\))?\s+tool\b"
+        r"|\b(ai|coding|llm|autonomous)\s+agents?\b[^.!?\n]{0,60}\b(should|must|need to|are required to|first)\b"
+        r"|\bfor ai (coding )?agents\b",
         0.85,
     ),
     _r(
