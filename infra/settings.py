@@ -227,6 +227,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return Path(self.data_dir).expanduser().resolve()
 
     @property
+    def adapters_path(self) -> Path:
+        """Where ``ragstream finetune`` puts adapters (``<tenant>/<sha16>``) and the models and workers read them."""
+        return self.data_path / "adapters"
+
+    @property
     def cache_path(self) -> Path:
         return Path(self.cache_dir).expanduser().resolve()
 

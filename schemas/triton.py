@@ -28,6 +28,7 @@ _CLIENT_DTYPES = {
     "TYPE_INT32": "INT32",
     "TYPE_INT64": "INT64",
     "TYPE_UINT64": "UINT64",
+    "TYPE_FP16": "FP16",
     "TYPE_FP32": "FP32",
     "TYPE_BOOL": "BOOL",
 }
@@ -46,6 +47,13 @@ GENERATION_INPUTS: tuple[TensorSpec, ...] = (
 # Multi-LoRA on the CPU chat model (llm_small): the adapter a request uses, "tenant/sha16" under the model's adapter
 # folder. Not part of the ensemble contract; a client sends it only to the model the adapter was trained for.
 LORA_NAME = TensorSpec("lora_name", "TYPE_STRING", (1,), optional=True)
+
+# Multi-LoRA on TensorRT-LLM (production): the adapter's task id in the engine's LoRA cache, and its weights and
+# layout (processors/adapters/trtllm_lora.py) on the first request that names a task id the cache does not hold.
+LORA_TASK_ID = TensorSpec("lora_task_id", "TYPE_UINT64", (1,), optional=True)
+LORA_WEIGHTS = TensorSpec("lora_weights", "TYPE_FP16", (-1, -1), optional=True)
+LORA_CONFIG = TensorSpec("lora_config", "TYPE_INT32", (-1, 3), optional=True)
+TRTLLM_LORA_INPUTS: tuple[TensorSpec, ...] = (LORA_TASK_ID, LORA_WEIGHTS, LORA_CONFIG)
 
 GENERATION_OUTPUTS: tuple[TensorSpec, ...] = (TensorSpec("text_output", "TYPE_STRING", (-1,)),)
 

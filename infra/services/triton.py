@@ -223,7 +223,7 @@ class Triton(Service):
             "RAGSTREAM_CACHE_DIR": str(s.cache_path),
             # LoRA adapters `ragstream finetune` writes (<data dir>/adapters/<tenant>/<sha16>); a request names one
             # with the optional `lora_name` input and the chat model loads it on first use.
-            "RAGSTREAM_ADAPTERS_DIR": str(s.data_path / "adapters"),
+            "RAGSTREAM_ADAPTERS_DIR": str(s.adapters_path),
         }
         argv = [
             str(self.server_root / "bin" / "tritonserver"),

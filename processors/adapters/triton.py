@@ -8,10 +8,13 @@ iterator cancels the request inside Triton (the model sees ``request.is_cancelle
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -19,6 +22,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from processors.adapters.chat_formats import model_info, render_chat
+from processors.adapters.trtllm_lora import LoraFormatError, TrtllmLora, load_peft_adapter, task_id_for
 from processors.generation import (
     ChatMessage,
     GenerationError,
@@ -28,9 +32,16 @@ from processors.generation import (
     retried_before_output,
 )
 from processors.telemetry import ModelCall
-from schemas.triton import GENERATION_INPUTS, LORA_NAME, PROMPT_TOKENS
+from schemas.triton import GENERATION_INPUTS, LORA_CONFIG, LORA_NAME, LORA_TASK_ID, LORA_WEIGHTS, PROMPT_TOKENS
 
 _SPECS = {spec.name: spec for spec in (*GENERATION_INPUTS, LORA_NAME)}
+
+# How a model takes a request's LoRA adapter, read from its declared inputs: by name from the adapter folder (the CPU
+# chat models' ``lora_name``), as TensorRT-LLM's task id and tensors (``lora_task_id``), or not at all.
+LoraInput = Literal["name", "trtllm", "none"]
+# TensorRT-LLM's answer to a task id its LoRA cache no longer holds (evicted, or another server): send the weights.
+_LORA_NOT_CACHED = re.compile(r"LoRA task \d+ not found in cache")
+_ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[0-9a-f]{16}$")
 
 
 class TritonError(GenerationError):
@@ -97,6 +108,23 @@ def generation_inputs(
     return inputs
 
 
+def trtllm_lora_inputs(lora: TrtllmLora, *, with_weights: bool) -> list[grpcclient.InferInput]:
+    """TensorRT-LLM's LoRA tensors for one request: the task id always, the weights and their layout only when the
+    engine's LoRA cache may not hold the adapter yet (they are megabytes per request)."""
+    arrays: list[tuple[str, str, np.ndarray[Any, Any]]] = [
+        (LORA_TASK_ID.name, LORA_TASK_ID.client_dtype, np.array([[lora.task_id]], dtype=np.uint64))
+    ]
+    if with_weights:
+        arrays.append((LORA_WEIGHTS.name, LORA_WEIGHTS.client_dtype, lora.weights[None]))
+        arrays.append((LORA_CONFIG.name, LORA_CONFIG.client_dtype, lora.config[None]))
+    tensors = []
+    for name, client_dtype, array in arrays:
+        tensor = grpcclient.InferInput(name, list(array.shape), client_dtype)
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
 def _text_of(result: Any) -> str:
     array = result.as_numpy("text_output")
     if array is None:
@@ -132,6 +160,11 @@ class TritonClient:
 
     Retries: ``infer`` (embedder, reranker: pure functions) retries transient failures; ``generate`` retries only
     before its first token, where a retry cannot repeat text the caller has seen.
+
+    LoRA adapters (``params.lora_name``, "tenant/sha16" under ``adapters_dir``): a model that declares ``lora_name``
+    loads the adapter itself; to a TensorRT-LLM model (it declares ``lora_task_id``) the client sends the adapter,
+    converted from PEFT's files, with the first request for it, and its task id alone after that; when the engine's
+    LoRA cache has evicted it, the request is sent again with the weights.
     """
 
     def __init__(
@@ -143,6 +176,8 @@ class TritonClient:
         max_stream_s: float = 600.0,
         retries: int = 2,
         backoff_s: float = 0.1,
+        adapters_dir: Path | None = None,
+        max_cached_adapters: int = 16,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
@@ -150,7 +185,62 @@ class TritonClient:
         self.max_stream_s = max_stream_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.adapters_dir = adapters_dir
+        self.max_cached_adapters = max_cached_adapters
         self._client = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
+        self._lora_inputs: dict[str, LoraInput] = {}
+        self._trtllm_loras: OrderedDict[str, TrtllmLora] = OrderedDict()  # converted adapters, least recent first
+        self._lora_uploaded: set[tuple[str, int]] = set()  # (model, task id) whose weights a request carried
+
+    async def lora_input(self, model: str) -> LoraInput:
+        """How ``model`` takes an adapter, from its metadata (asked once per model)."""
+        kind = self._lora_inputs.get(model)
+        if kind is None:
+            try:
+                metadata = await self._client.get_model_metadata(model, as_json=True, client_timeout=self.timeout_s)
+            except Exception as exc:
+                raise _classify(model, exc, before_output=True) from None
+            names = {tensor["name"] for tensor in metadata.get("inputs", [])}
+            kind = "trtllm" if LORA_TASK_ID.name in names else "name" if LORA_NAME.name in names else "none"
+            self._lora_inputs[model] = kind
+        return kind
+
+    async def trtllm_lora(self, name: str) -> TrtllmLora:
+        """Adapter ``name`` ("tenant/sha16") as TensorRT-LLM's tensors, converted once and kept (LRU)."""
+        lora = self._trtllm_loras.get(name)
+        if lora is not None:
+            self._trtllm_loras.move_to_end(name)
+            return lora
+        if self.adapters_dir is None:
+            raise LoraFormatError(f"adapter {name!r}: this client has no adapters folder")
+        if not _ADAPTER_NAME.match(name):
+            raise LoraFormatError(f"invalid adapter name {name!r} (expected tenant/<16 hex digits>)")
+        lora = await asyncio.to_thread(load_peft_adapter, self.adapters_dir / name, task_id=task_id_for(name))
+        self._trtllm_loras[name] = lora
+        while len(self._trtllm_loras) > self.max_cached_adapters:
+            self._trtllm_loras.popitem(last=False)
+        return lora
+
+    async def _request_inputs(
+        self, model: str, prompt: str, params: GenerationParams
+    ) -> tuple[list[grpcclient.InferInput], tuple[str, int] | None]:
+        """The request's tensors, and the (model, task id) whose LoRA weights they carry, if any."""
+        if not (params.lora_name and model == params.lora_model):
+            return generation_inputs(prompt, params, model=model), None
+        kind = await self.lora_input(model)
+        if kind == "name":
+            return generation_inputs(prompt, params, model=model), None
+        if kind == "none":
+            raise TritonError(f"{model}: takes no LoRA adapter, asked for {params.lora_name!r}", before_output=True)
+        try:
+            lora = await self.trtllm_lora(params.lora_name)
+        except (LoraFormatError, OSError) as exc:
+            raise TritonError(f"{model}: adapter {params.lora_name!r}: {exc}", before_output=True) from None
+        key = (model, lora.task_id)
+        with_weights = key not in self._lora_uploaded
+        inputs = generation_inputs(prompt, msgspec.structs.replace(params, lora_name=""), model=model)
+        inputs += trtllm_lora_inputs(lora, with_weights=with_weights)
+        return inputs, key if with_weights else None
 
     async def close(self) -> None:
         await self._client.close()
@@ -250,11 +340,8 @@ class TritonClient:
         first_token_timeout_s: float | None,
         stall_s: float,
     ) -> AsyncGenerator[str, None]:
-        request = {
-            "model_name": model,
-            "inputs": generation_inputs(prompt, params, model=model),
-            "request_id": request_id,
-        }
+        inputs, uploading = await self._request_inputs(model, prompt, params)
+        request = {"model_name": model, "inputs": inputs, "request_id": request_id}
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
             # Ending the request stream half-closes the call; Triton ends it after the model's final response.
@@ -284,7 +371,15 @@ class TritonClient:
                         status="DEADLINE_EXCEEDED",
                     ) from None
                 if error is not None:
-                    raise _classify(model, error, before_output=stats.chunks == 0)
+                    failure = _classify(model, error, before_output=stats.chunks == 0)
+                    if params.lora_name and _LORA_NOT_CACHED.search(str(failure)):
+                        # Evicted from the engine's LoRA cache: the next attempt carries the weights again.
+                        self._lora_uploaded.discard((model, task_id_for(params.lora_name)))
+                        failure.retryable = failure.before_output
+                    raise failure
+                if uploading is not None:
+                    self._lora_uploaded.add(uploading)  # the engine took the request, and with it the adapter
+                    uploading = None
                 counted = _prompt_tokens_of(result)
                 if counted is not None:
                     stats.prompt_tokens = counted

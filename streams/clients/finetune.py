@@ -266,7 +266,7 @@ async def _job(
     # gate, register, promote
     report = evaluate(heldout, answers["base"], answers["adapter"], config.gate)
     await events.progress("gate", message="promote" if report.promote else "; ".join(report.reasons)[:2000])
-    serving_dir = settings.data_path / "adapters" / tenant / manifest["content_hash"][:16]
+    serving_dir = settings.adapters_path / tenant / manifest["content_hash"][:16]
     if not serving_dir.exists():
         serving_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = serving_dir.with_name(f".{serving_dir.name}.{run_id[:8]}")

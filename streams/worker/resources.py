@@ -50,7 +50,11 @@ class Resources:
     @property
     def triton(self) -> TritonClient:
         if self._triton is None:
-            self._triton = TritonClient(self.settings.triton_address, timeout_s=self.settings.request_timeout_s)
+            self._triton = TritonClient(
+                self.settings.triton_address,
+                timeout_s=self.settings.request_timeout_s,
+                adapters_dir=self.settings.adapters_path,  # a TensorRT-LLM model gets the adapter from the worker
+            )
         return self._triton
 
     @property

@@ -57,12 +57,13 @@ async def _ask(client: TritonClient, lora: str) -> str:
 async def test_two_tenants_adapters_served_side_by_side_without_restart(triton_settings: Settings) -> None:
     client = TritonClient(triton_settings.triton_address, timeout_s=180.0)
     try:
+        assert await client.lora_input("llm_small") == "name"  # it loads adapters by name, from the shared folder
         base_before = await _ask(client, "")
         a, b = "tenant-a/00000000000000aa", "tenant-b/00000000000000bb"
         made = await asyncio.to_thread(
             subprocess.run,
             [str(triton_settings.triton_python), "-c", MAKE_ADAPTERS, str(SHARED),
-             str(triton_settings.data_path / "adapters"), a, b],
+             str(triton_settings.adapters_path), a, b],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         assert made.returncode == 0, made.stderr[-3000:]

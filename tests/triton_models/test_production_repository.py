@@ -26,6 +26,7 @@ from schemas.triton import (
     GENERATION_INPUTS,
     GENERATION_OUTPUTS,
     PROMPT_TOKENS,
+    TRTLLM_LORA_INPUTS,
     TensorSpec,
 )
 
@@ -338,11 +339,10 @@ def test_tensorrt_llm_serves_several_lora_adapters_per_request() -> None:
     assert largest == _script_value("MAX_LORA_RANK")
     script = BUILD_SCRIPT.read_text(encoding="utf-8")
     assert "--lora_plugin" in script and "--lora_target_modules attn_q attn_k attn_v attn_dense" in script
-    lora_inputs = {"lora_task_id", "lora_weights", "lora_config"}
-    for name in ("tensorrt_llm", "tensorrt_llm_bls", "ensemble"):
-        assert lora_inputs <= {tensor.name for tensor in models[name].input}, name
+    for name in ("tensorrt_llm", "tensorrt_llm_bls", "ensemble"):  # what the client sends (TritonClient)
+        assert contract_problems(models[name], TRTLLM_LORA_INPUTS, ()) == [], name
     step = next(s for s in models["ensemble"].ensemble_scheduling.step if s.model_name == "tensorrt_llm")
-    assert all(step.input_map[key] == key for key in lora_inputs)
+    assert all(step.input_map[spec.name] == spec.name for spec in TRTLLM_LORA_INPUTS)
     # What the KV cache leaves on the GPU (weights, reserve, KV at its fraction), of which the LoRA cache takes its own
     kv_fraction = float(parameter(llm, "kv_cache_free_gpu_mem_fraction") or "nan")
     sized = plan("llama-3-8b", "h100-sxm", kv_cache_free_gpu_mem_fraction=kv_fraction, max_batch_size=128)
