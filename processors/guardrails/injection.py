@@ -163,7 +163,8 @@ RULES: Final[tuple[Rule, ...]] = (
     _r(
         "secrets_exfiltration",
         rf"\b{_VERB_SHOW}\b{_NEAR}\b(api[ _-]?keys?|secret keys?|access tokens?|auth tokens?|bearer tokens?|"
-        rf"credentials|passwords?|private keys?|connection strings?|env(ironment)? variables?|"
+        rf"credentials|passwords?|private keys?|connection strings?|"
+        rf"(your|the (server|host|system|container|process)'?s?) env(ironment)? variables?|"
         rf"(other|all other|another) (customers?|tenants?|users?|clients?|companies)'?s?'? (\w+ )?(data|documents?|"
         rf"files|chats?|conversations?|records|emails|tickets)|(all|every) (stored |the )?(chat logs?|conversations|"
         rf"customer (data|list|records)|user data|documents? in (your|the) index|users|passwords)|"
@@ -197,10 +198,12 @@ RULES: Final[tuple[Rule, ...]] = (
     ),
     _r(
         "dan_mode",
+        # not "debug mode" or "dev mode": real features of the software this product documents (Python's
+        # Development Mode, a framework's debug mode) that questions name with "enabled" and "on"
         r"(?-i:\bDAN\b)|\bdo anything now\b|\b(jailbreak|jailbroken|unrestricted|unfiltered|uncensored|developer|"
-        r"god|evil|sudo|debug|admin|dev)\s+mode\b[^.!?\n]{0,60}\b(no|never|without|enabled|activated|on|"
+        r"god|evil|sudo|admin)\s+mode\b[^.!?\n]{0,60}\b(no|never|without|enabled|activated|on|"
         r"filters?|refuse|anything|rules)\b|\b(enable|enter|activate|switch to|turn on)\s+(\w+\s+)?(developer|"
-        r"jailbreak|unrestricted|god|dan|unfiltered|sudo|debug)\s+mode\b",
+        r"jailbreak|unrestricted|god|dan|unfiltered|sudo)\s+mode\b",
         0.9,
     ),
     _r(
@@ -299,8 +302,10 @@ RULES: Final[tuple[Rule, ...]] = (
     ),
     _r(
         "decode_and_follow",
-        r"\b(decode|decrypt|translate|convert|reverse|unscramble|deobfuscate|read)\b[^\n]{0,80}\b(and|then)\s+"
+        r"\b(decode|decrypt|reverse|unscramble|deobfuscate)\b[^\n]{0,80}\b(and|then)\s+"
         r"(do|follow|execute|obey|run|perform|act on|comply with|carry out)\b"
+        r"|\b(translate|convert|read)\b[^\n]{0,80}\b(and|then)\s+(do (what|as)|follow|obey|act on|comply with|"
+        r"carry out)\b"
         r"|\b(follow|execute|obey|do what)\b[^\n]{0,40}\b(decoded|it says|the decoded|instructions (in|inside))\b",
         0.85,
     ),
@@ -333,8 +338,10 @@ RULES: Final[tuple[Rule, ...]] = (
     ),
     _r(
         "persistence",
-        r"\b(remember|save|store|memori[sz]e|keep)\b[^.!?\n]{0,50}\b(for (all )?future|in every (future )?"
+        r"\b(remember|memori[sz]e)\b[^.!?\n]{0,50}\b(for (all )?future|in every (future )?"
         r"(reply|response|answer|report|message|session)|across sessions|from now on|permanently)\b"
+        r"|\b(save|store|keep)\b[^.!?\n]{0,50}\b(for (all )?future (replies|responses|answers|conversations|chats)|"
+        r"in every (future )?(reply|response|answer|report|message)|from now on)\b"
         r"|\bmust be (included|appended|added|inserted|mentioned|shown)\b[^.!?\n]{0,40}\b(every|each|all) "
         r"(future )?(reply|response|answer|report|summary|message)s?\b"
         r"|\b(include|append|add|insert)\b[^.!?\n]{0,40}\b(in|to|at the end of) (every|each|all) (future )?"

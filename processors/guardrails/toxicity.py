@@ -223,8 +223,10 @@ FOREIGN_THREATS: Final = _rx(
     r"|(seni öldürece(ğ|g)im|nerede oturdu(ğ|g)unu biliyorum|seni gebertece(ğ|g)im)"
     r"|(я тебя (убью|урою|найду)|я знаю,? где ты живёшь|тебе конец)"
 )
+# Whole words only (English text is full of their letters: "debilitating", "Horace"), and "subnormal" only as
+# Spanish abuse: in English it is a floating-point term.
 FOREIGN_INSULTS: Final = _rx(
-    r"\b(arschloch|wichser|hurensohn|fotze|missgeburt|vollidiot|spast|scheißkerl|scheisskerl|drecksau|schlampe|"
+    r"\b(?:(arschloch|wichser|hurensohn|fotze|missgeburt|vollidiot|spast|scheißkerl|scheisskerl|drecksau|schlampe|"
     r"penner|dummkopf|halt die fresse|halt's maul|verpiss dich|du bist (so )?(dumm|blöd|nutzlos|unfähig|"
     r"erbärmlich|hässlich|widerlich)|du (dummer|blöder|verdammter|verfluchter|dreckiger) \w+|dreckige[rn]? \w+"
     r"|verdammte[rn]? (idiot|trottel|arsch\w*))"
@@ -233,7 +235,7 @@ FOREIGN_INSULTS: Final = _rx(
     r"pédé)|pédé|tapette|grosse vache)"
     r"|\b(imbécil|gilipollas|pendejo|pendeja|cabrón|cabrona|hijo de puta|hija de puta|estúpido|estúpida|"
     r"eres (un |una )?(inútil|idiota|imbécil|estúpid[oa]|basura|mierda|tont[oa])|vete a la mierda|cállate|"
-    r"subnormal|capullo|zorra|maricón|mongólico)"
+    r"(eres|pedazo de|so) (un |una )?subnormal|subnormal de mierda|capullo|zorra|maricón|mongólico)"
     r"|\b(stronzo|stronza|coglione|cretino|cretina|vaffanculo|figlio di puttana|puttana|deficiente|imbecille|"
     r"testa di cazzo|sei (un |una |proprio )*(idiota|incompetente|inutile|stupid[oa]|cretin[oa]|stronz[oa]|"
     r"schifo)|fai schifo|merdoso)"
@@ -242,11 +244,12 @@ FOREIGN_INSULTS: Final = _rx(
     r"|\b(klootzak|eikel|kankerlijer|kanker\w+|tering\w*|hoer|debiel|mongool|sukkel|rot op|flikker|"
     r"je bent (een )?(waardeloze? |stomme? |domme? )*(idioot|klootzak|sukkel|lul|nietsnut|loser)|waardeloze \w+|"
     r"vuile \w+)"
-    r"|(kurwo|chuju|spierdalaj|pierdol\w*|kretyn\w*|debil\w*|jesteś (głupi\w*|idiotą|debilem|nikim|zerem)|"
+    r"|(kurwo|chuju|spierdalaj|pierdol\w*|kretyn\w*|debil(u|em|a|e|i|ami|owi)?|"
+    r"jesteś (głupi\w*|idiotą|debilem|nikim|zerem)|"
     r"jebany|jebana|skurwysyn\w*|frajer\w*|głupi\w* (kretyn|idiot|dupek)\w*)"
     r"|\b(jävla (idiot|fitta|hora|cp|pucko|\w+)|fitta|hora|dum i huvudet|din (jävla )?idiot|håll käften)"
     r"|(aptal|salak|geri zekalı|orospu|siktir|amına|şerefsiz|gerizekalı)"
-    r"|(идиот|дурак|сука|блять|мудак|урод|пошёл нахуй|пошел нахуй|тварь|дебил)"
+    r"|(идиот|дурак|сука|блять|мудак|урод|пошёл нахуй|пошел нахуй|тварь|дебил))\b"
 )
 
 # --- idioms the word model over-scores: neutralised before it sees the text ----------------------------------------
