@@ -68,7 +68,14 @@ below comes from that fix); the toxicity word model re-done with one lookup per 
 pattern-only PII calls skip Presidio's engine (same entities); Presidio's baseline kept offline. The quality figures
 are therefore still held-out figures. After this second run, the stream-versus-one-pass comparison was split into
 streamable and input-only recognizers (a benchmark change only: the 3 differences were spelled-out e-mails, which
-are masked on input only) and that one section was re-run."""
+are masked on input only) and that one section was re-run.
+
+Rule changes after those runs (2026-12-02), each made from text outside `data/` and checked to leave every block on
+the dev sets unchanged: `tool_injection` needs the word "tool" (a Python FAQ question, "How do I use Py_BuildValue()
+to ...", was blocked in every load test); `dan_mode`, `secrets_exfiltration`, `decode_and_follow`, `persistence` and
+the non-English insult list were narrowed where they blocked sentences of the Python 3.11 documentation ("debug mode
+is enabled", "print ... environment variables", "reads and executes", "store cookies across sessions",
+"subnormal"). The figures below are from the first run after them; `data/` played no part in the changes."""
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

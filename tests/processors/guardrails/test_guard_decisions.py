@@ -34,6 +34,13 @@ def guard() -> InputGuard:
         "How do I print the system prompt variable of a PromptTemplate while debugging?",
         "The damn thing finally compiled!",
         "The patient reported rectal bleeding and lower abdominal pain.",
+        # technical writing that rules once read as an attack or abuse
+        "How do I print environment variables from a Python script?",
+        "Is debug mode enabled by default when I start the app with -X dev?",
+        "The REPL will read the statement and execute it right away.",
+        "Can I store the cookie jar across sessions?",
+        "Overflow gives infinity, and a subnormal result signals Underflow.",
+        "That flaky test has a debilitating effect on our release schedule.",
     ],
 )
 async def test_ordinary_traffic_is_not_blocked(guard: InputGuard, text: str) -> None:
@@ -98,22 +105,6 @@ async def test_technical_questions_naming_a_function_are_not_tool_injection(guar
     r = await guard.check(text, POLICY)
     assert not r.blocked, r.verdict.reasons
     assert "tool_injection" not in [hit.name for hit in rule_hits(text)]
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "How do I print environment variables from a Python script?",
-        "Is debug mode enabled by default when I start the app with -X dev?",
-        "The REPL will read the statement and execute it right away.",
-        "Can I store the cookie jar across sessions?",
-        "Overflow gives infinity, and a subnormal result signals Underflow.",
-        "That flaky test has a debilitating effect on our release schedule.",
-    ],
-)
-async def test_technical_writing_is_not_taken_for_an_attack_or_abuse(guard: InputGuard, text: str) -> None:
-    r = await guard.check(text, POLICY)
-    assert not r.blocked, r.verdict.reasons
 
 
 @pytest.mark.parametrize(
