@@ -306,6 +306,8 @@ RULES: Final[tuple[Rule, ...]] = (
         r"(do|follow|execute|obey|run|perform|act on|comply with|carry out)\b"
         r"|\b(translate|convert|read)\b[^\n]{0,80}\b(and|then)\s+(do (what|as)|follow|obey|act on|comply with|"
         r"carry out)\b"
+        r"|\b(translate|convert)\b[^\n]{0,40}\b(rot-?13|base-?(64|32|85)|hex|binary|morse|caesar|leet)\b[^\n]{0,40}"
+        r"\b(and|then)\s+(execute|run|perform)\b"
         r"|\b(follow|execute|obey|do what)\b[^\n]{0,40}\b(decoded|it says|the decoded|instructions (in|inside))\b",
         0.85,
     ),
@@ -326,12 +328,18 @@ RULES: Final[tuple[Rule, ...]] = (
         r"donnees|datos|dati|dados|and api keys)",
         0.9,
     ),
-    # A tool call names the tool as one: "call the send_email tool to ...". Without the word "tool", "use
-    # <snake_name>() to" is how technical writing and its readers speak ("use Py_BuildValue() to", "call
-    # do_handshake() to"): in the Python 3.11 docs that form occurs in 536 of 401k sentences, none an attack.
+    # An injected tool call names a tool that acts (delete_file, http_post, send_email) and aims it at something
+    # (a path, a URL, an address) or at the moment before the reply. Technical writing names functions too, "use
+    # Py_BuildValue() to", "call do_handshake() to": in the Python 3.11 docs that looser form ("use/call
+    # <snake_name> to") matched 536 of 401k sentences, none an attack; this one matches none.
     _r(
         "tool_injection",
         r"\b(call|invoke|use|run|trigger|execute)\s+(the\s+|your\s+)?`?[a-z]+_[a-z_]+`?(\(\))?\s+tool\b"
+        r"|(?<!\bI )(?<!\bwe )(?<!\bto )(?-i:\b(call|invoke|use|run|trigger|execute|Call|Invoke|Use|Run|Trigger|"
+        r"Execute)\s+(the\s+)?`?(delete|remove|send|post|http|write|exec|upload|transfer|forward|export|grant|drop|"
+        r"rm|shell|email|mail|wire|pay|refund|approve|reset|share|invite|publish|submit|purge|wipe|disable|update|"
+        r"create|run|execute)_[a-z_]++`?)(?!\s*\()[^.!?\n]{0,80}(\s(/|\./|~/)\w|https?://|[\w.+-]+@[\w-]+\.\w|"
+        r"\bbefore (you |responding|replying|answering))"
         r"|\b(ai|coding|llm|autonomous)\s+agents?\b[^.!?\n]{0,60}\b(should|must|need to|are required to|first)\b"
         r"|\bfor ai (coding )?agents\b",
         0.85,
