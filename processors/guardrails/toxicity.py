@@ -195,6 +195,7 @@ SELF_HARM_RULES: Final[tuple[re.Pattern[str], ...]] = (
         r"\b(nobody|no one|noone) would (miss|care about|notice|care if) (you|u)\b"
         r"|\b(nobody|no one) would care if (you|u) (died|jumped|disappeared|killed|were dead|were gone)"
     ),
+    _rx(r"\b(go|just|should|better|hope (you|u)|why don'?t (you|u)|please|pls)\s+(go\s+)?(and\s+)?commit suicide\b"),
     _rx(
         r"\bend your (own )?life\b|\btake your (own )?life\b|\bjump off (a|the) (bridge|roof|building|cliff)\b"
         r"[^.!?\n]{0,20}|\bdo (us|everyone|the world|all of us) a favou?r and (die|disappear|end it|jump|leave)"
@@ -265,6 +266,16 @@ _NEUTRAL: Final = (
         "stop",
     ),
     (_rx(r"\bchild (process(es)?|nodes?|elements?|widgets?|threads?)\b"), r"sub\1"),
+    # the word model learned "commit" from "commit suicide" and "garbage" from insults: in software they are a saved
+    # transaction and memory management ("How do I commit a transaction?" scored 0.61); code calls are code
+    (
+        _rx(
+            r"\bcommit(s|ted|ting)?\b(?!\s+(suicide|murder|crimes?|genocide|rape|arson|atrocit\w*|violence|terror\w*))"
+        ),
+        "save",
+    ),
+    (_rx(r"\bgarbage[- ]collect\w*|\bgarbage collector\b"), "memory cleanup"),
+    (_rx(r"\b[A-Za-z_][\w.]*\([^()\n]{0,40}\)"), "call()"),
     (_rx(r"\b(sigkill|oomkill(ed)?|pkill|killall)\b"), "signal"),
     (
         _rx(

@@ -157,6 +157,10 @@ def test_rules_name_the_act_and_its_object() -> None:
         ("Damn, that was quick.", False),
         ("The biopsy of the breast tissue was benign.", False),
         ("If this is not fixed by Friday I will report you to the consumer ombudsman.", False),
+        ("Go commit suicide.", True),
+        ("How do I commit a transaction in sqlite3?", False),
+        ("Why is garbage collection slow for cyclic references?", False),
+        ("Call kill() on the worker when it hangs.", False),
     ],
 )
 def test_toxicity_needs_a_target_or_a_threat(text: str, toxic: bool) -> None:
