@@ -73,13 +73,14 @@ are masked on input only) and that one section was re-run.
 Rule changes after those runs (2026-12-02), each made from text outside `data/` and checked to leave every block on
 the dev sets unchanged: `tool_injection` wants a tool that acts (delete_file, http_post) aimed at a path, a URL or
 an address, or the word "tool" (a Python FAQ question, "How do I use Py_BuildValue() to ...", was blocked in every
-load test; a first version that required "tool" lost 6 bastioncorpus attacks, this one keeps all 109); `dan_mode`, `secrets_exfiltration`, `decode_and_follow`, `persistence` and
-the non-English insult list were narrowed where they blocked sentences of the Python 3.11 documentation ("debug mode
-is enabled", "print ... environment variables", "reads and executes", "store cookies across sessions",
-"subnormal"). The toxicity word model no longer sees "commit" (outside "commit suicide/murder/...") or "garbage
-collection", nor code calls like "kill()" ("How do I commit a transaction in sqlite3?" was blocked at 0.61), and
-"go commit suicide" is a self-harm incitement rule (the clinical-vocabulary step had hidden it from the model). The
-figures below are from the first run after them; `data/` played no part in the changes."""
+load test; a first version that required "tool" lost 6 bastioncorpus attacks, this one keeps all 109);
+`dan_mode`, `secrets_exfiltration`, `decode_and_follow`, `persistence` and the non-English insult list were
+narrowed where they blocked sentences of the Python 3.11 documentation ("debug mode is enabled", "print ...
+environment variables", "reads and executes", "store cookies across sessions", "subnormal"). The toxicity word
+model no longer sees "commit" (outside "commit suicide/murder/...") or "garbage collection", nor code calls like
+"kill()" ("How do I commit a transaction in sqlite3?" was blocked at 0.61), and "go commit suicide" is a self-harm
+incitement rule (the clinical-vocabulary step had hidden it from the model). The figures below are from the first
+run after them; `data/` played no part in the changes."""
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
