@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -51,38 +48,25 @@ from _common import (
 )
 from bench_latency import STACK_OVERRIDES, Sample, arrivals, run_kafka, summarize
 
+from infra.services.worker import WorkerService
 from infra.settings import Settings
-from infra.stack import free_ports
 from processors.reporting.machine import run_facts
 
 BULK_HEAD_START_S = 15.0  # the ingest is under way (pages sent, embedding) before the first question
 
 
 @contextmanager
-def role_workers(settings: Settings, log_dir: Path) -> Iterator[None]:
-    """A query worker and an ingest worker (``ragstream worker --role ...``), each on ports of its own; stopped by
-    PID at the end."""
-    procs: list[subprocess.Popen[bytes]] = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGSTREAM_")}
+def role_workers(settings: Settings) -> Iterator[None]:
+    """A query worker and an ingest worker (instances 1 and 2, so their ports differ), started and stopped by PID
+    like any service of the stack."""
+    workers = [WorkerService(settings, 1, role="query"), WorkerService(settings, 2, role="ingest")]
     try:
-        for role in ("query", "ingest"):
-            web, metrics = free_ports(2)
-            role_settings = settings.with_changes(worker_web_port=web, metrics_port=metrics)
-            log = (log_dir / f"worker-{role}.log").open("ab")
-            procs.append(subprocess.Popen([sys.executable, "-m", "streams", "worker", "--role", role],
-                                          env={**env, **role_settings.to_env()}, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))  # fmt: skip
+        for worker in workers:
+            worker.start()
         yield
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        for worker in workers:
+            worker.stop()
 
 
 def _during(samples: list[Sample], offset_s: float, ingest_end_s: float) -> int:
@@ -176,7 +160,7 @@ def main() -> None:
     tenant = f"bench{uuid.uuid4().hex[:6]}"
     with bench_stack(args.reuse_env, [] if args.split_roles else ["worker"], **STACK_OVERRIDES) as settings:
         if args.split_roles:
-            with role_workers(settings, settings.data_path / "logs"):
+            with role_workers(settings):
                 summary = asyncio.run(run(settings, args, tenant))
         else:
             summary = asyncio.run(run(settings, args, tenant))

@@ -20,11 +20,13 @@ _PORTS = ("worker_web_port", "metrics_port")
 
 
 class WorkerService(Service):
-    """Worker process ``instance`` (1-based) of this host."""
+    """Worker process ``instance`` (1-based) of this host, with the agents of ``role`` (``ragstream worker --role``:
+    all, query or ingest; a split pair takes two instance numbers, so each has ports of its own)."""
 
-    def __init__(self, settings: Settings, instance: int = 1) -> None:
+    def __init__(self, settings: Settings, instance: int = 1, *, role: str = "all") -> None:
         super().__init__(instance_settings(settings, instance, _PORTS))
-        self.name = instance_name("worker", instance)
+        self.role = role
+        self.name = instance_name("worker" if role == "all" else f"worker-{role}", instance)
 
     @property
     def address(self) -> str:
@@ -37,7 +39,8 @@ class WorkerService(Service):
         pass
 
     def launch(self) -> Launch:
-        return Launch([sys.executable, "-m", "streams", "worker"], env=self.settings.to_env())
+        role = [] if self.role == "all" else ["--role", self.role]
+        return Launch([sys.executable, "-m", "streams", "worker", *role], env=self.settings.to_env())
 
     def probe(self) -> str | None:
         # Faust's web server answers once the app has started its services.

@@ -20,6 +20,7 @@ from infra.kafka_security import admin_client
 from infra.services._process import INSTANCE_PORT_STEP, ServiceError, _proc_start_time
 from infra.services.bridge import BridgeService
 from infra.services.prometheus import scrape_targets
+from infra.services.worker import WorkerService
 from infra.settings import Settings
 from infra.stack import Stack, free_ports
 from tests.conftest import client
@@ -51,6 +52,15 @@ def test_second_instances_take_their_own_ports_names_and_reply_topic(tmp_path: P
         f"{settings.host}:{settings.bridge_metrics_port}",
         f"{settings.host}:{settings.bridge_metrics_port + INSTANCE_PORT_STEP}",
     ]
+
+
+def test_a_role_worker_runs_its_role_under_a_name_of_its_own(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=str(tmp_path))
+    ingest = WorkerService(settings, 2, role="ingest")
+    assert ingest.name == "worker-ingest-2"
+    assert ingest.launch().argv[-2:] == ["--role", "ingest"]
+    assert ingest.settings.worker_web_port == settings.worker_web_port + INSTANCE_PORT_STEP
+    assert "--role" not in WorkerService(settings).launch().argv  # the default role, as `ragstream up` runs it
 
 
 def test_zero_workers_is_a_clear_error(tmp_path: Path) -> None:
