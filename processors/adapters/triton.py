@@ -32,7 +32,15 @@ from processors.generation import (
     retried_before_output,
 )
 from processors.telemetry import ModelCall
-from schemas.triton import GENERATION_INPUTS, LORA_CONFIG, LORA_NAME, LORA_TASK_ID, LORA_WEIGHTS, PROMPT_TOKENS
+from schemas.triton import (
+    GENERATION_INPUTS,
+    LORA_CONFIG,
+    LORA_NAME,
+    LORA_TASK_ID,
+    LORA_WEIGHTS,
+    PROMPT_TOKENS,
+    TensorSpec,
+)
 
 _SPECS = {spec.name: spec for spec in (*GENERATION_INPUTS, LORA_NAME)}
 
@@ -81,7 +89,11 @@ def _tensor(name: str, value: Any) -> grpcclient.InferInput:
             "TYPE_BOOL": np.bool_,
         }
         array = np.array([[value]], dtype=dtype[spec.data_type])
-    tensor = grpcclient.InferInput(name, list(array.shape), spec.client_dtype)
+    return _input(spec, array)
+
+
+def _input(spec: TensorSpec, array: np.ndarray[Any, Any]) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(spec.name, list(array.shape), spec.client_dtype)
     tensor.set_data_from_numpy(array)
     return tensor
 
@@ -111,17 +123,9 @@ def generation_inputs(
 def trtllm_lora_inputs(lora: TrtllmLora, *, with_weights: bool) -> list[grpcclient.InferInput]:
     """TensorRT-LLM's LoRA tensors for one request: the task id always, the weights and their layout only when the
     engine's LoRA cache may not hold the adapter yet (they are megabytes per request)."""
-    arrays: list[tuple[str, str, np.ndarray[Any, Any]]] = [
-        (LORA_TASK_ID.name, LORA_TASK_ID.client_dtype, np.array([[lora.task_id]], dtype=np.uint64))
-    ]
+    tensors = [_input(LORA_TASK_ID, np.array([[lora.task_id]], dtype=np.uint64))]
     if with_weights:
-        arrays.append((LORA_WEIGHTS.name, LORA_WEIGHTS.client_dtype, lora.weights[None]))
-        arrays.append((LORA_CONFIG.name, LORA_CONFIG.client_dtype, lora.config[None]))
-    tensors = []
-    for name, client_dtype, array in arrays:
-        tensor = grpcclient.InferInput(name, list(array.shape), client_dtype)
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
+        tensors += [_input(LORA_WEIGHTS, lora.weights[None]), _input(LORA_CONFIG, lora.config[None])]
     return tensors
 
 
