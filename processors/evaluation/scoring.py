@@ -539,7 +539,7 @@ def summarize(
             for tag, rows in tags.items()
         },
         distributions=distributions,
-        retrieval=summarize_retrieval(records, options) if run.retrieval else None,
+        retrieval=summarize_retrieval(records, options),  # without the other modes: the pipeline's alone
     )
 
 
@@ -602,7 +602,7 @@ def refusal_gate(records: Sequence[CaseRecord], mode: str, current: float) -> Re
     well does that separate answerable from out-of-corpus questions, and which threshold would separate best?"""
     tops: dict[bool, list[float]] = {True: [], False: []}
     for r in records:
-        ranked = r.retrieval.get(mode)
+        ranked = r.retrieval.get(mode) or r.retrieval.get(PIPELINE)  # the answer's own ranking is that mode's
         top = ranked.top if ranked is not None else []
         tops[r.expect_refusal].append(float(top[0].score) if top else float("-inf"))
     answerable, refusals = tops[False], tops[True]

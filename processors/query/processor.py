@@ -36,7 +36,7 @@ from processors.protocols import (
 )
 from processors.query.context import Context, build_context
 from processors.query.deltas import DeltaBatcher
-from processors.query.extractive import extractive_answer
+from processors.query.extractive import ExtractiveConfig, extractive_answer
 from processors.query.requests import RequestLimits, request_problem
 from processors.telemetry import cache_lookups, count_verdict, reason_kinds, step
 from schemas.events import (
@@ -69,8 +69,8 @@ class QueryConfig(msgspec.Struct, frozen=True, kw_only=True):
     # "generate" (a model writes the answer) or "extractive" (the best source sentences, quoted); a request's
     # options.strategy overrides it.
     strategy: str = "generate"
-    # Below this cosine between the question and the best source sentence, the extractive answer is the refusal.
-    extract_min_similarity: float = 0.35
+    # How the extractive strategy picks its sentences, and below which score it refuses.
+    extractive: ExtractiveConfig = msgspec.field(default_factory=ExtractiveConfig)
 
 
 @dataclass
@@ -363,7 +363,7 @@ class QueryProcessor:
         if strategy == "extractive":
             models = [EXTRACTIVE]
             quoted = await extractive_answer(
-                prompted.embedding, prompted.passages, self.embedder, min_similarity=self.config.extract_min_similarity
+                prompted.question, prompted.embedding, prompted.passages, self.embedder, self.config.extractive
             )
             pieces = _pieces_of(quoted, stats)
         else:

@@ -52,6 +52,13 @@ def run(
         list[Path] | None, typer.Option(help="Ingest these files/directories into the tenant first (skips unchanged).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Results root (default benchmarks/results/eval).")] = None,
+    compare_modes: Annotated[
+        bool,
+        typer.Option(
+            "--compare-modes/--no-compare-modes",
+            help="Also search every retrieval mode directly in Milvus and compare them (slow on a big set).",
+        ),
+    ] = True,
 ) -> None:
     """Run the golden set through the real pipeline and write the report (when no subcommand is given)."""
     if ctx.invoked_subcommand is not None:
@@ -81,6 +88,7 @@ def run(
         timeout_s=timeout,
         rule=PassRule(groundedness=min_groundedness, similarity=min_similarity),
         out_root=out or DEFAULT_OUT,
+        retrieval=compare_modes,
     )
     if len(model or ()) > 1 or len(strategy or ()) > 1:
         models: list[str | None] = list(model) if model else [None]

@@ -381,7 +381,10 @@ async def evaluate(
     sampled = config.retrieval and len(cases) < len(every_case)
     clients = EvalClients(settings)
     try:
-        q_vectors, rankings = await rank_cases(config, every_case if sampled else cases, clients, progress)
+        if config.retrieval:
+            q_vectors, rankings = await rank_cases(config, every_case if sampled else cases, clients, progress)
+        else:  # the pipeline's own ranking (carried on each answer) is still scored
+            q_vectors, rankings = await clients.embed_all([c.question for c in cases]), {}
         records = await score_cases(settings, config, cases, answers, clients, q_vectors, rankings)
     finally:
         await clients.close()
