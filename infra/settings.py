@@ -137,6 +137,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retrieve_k: int = 20
     rerank_k: int = 5
     search_mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    # Reorder the retrieved candidates with the reranker model before the top rerank_k become the context.
+    rerank: bool = True
     # Reranker score below which a passage is not relevant; with none left the answer is the refusal. The CPU
     # reranker scores unrelated text 0.49-0.56 and relevant passages 0.73-0.94 (by hand, 2026-11-24); on the
     # FAQ golden set answerable questions scored >= 0.78 and out-of-corpus ones up to 0.76 (`ragstream eval`).
@@ -181,6 +183,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # how generated answers are checked against their sources ("lexical", or "off").
     answer_strategy: str = "generate"
     claim_checker: str = "lexical"
+    # Refuse without a model call when no sentence of the retrieved sources answers the question (the extractive
+    # scorer's best score below its threshold): the refusal accuracy of generated answers rests on it.
+    answer_gate: bool = True
     # Retrieved passages go through the input guard's injection detector; flagged ones are kept out of the prompt
     # (recorded on the answer's ranking). Off only for a corpus known to discuss attacks, e.g. a security manual.
     screen_passages: bool = True

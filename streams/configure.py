@@ -37,6 +37,7 @@ def query_config(settings: Settings) -> QueryConfig:
         retrieve_k=s.retrieve_k,
         rerank_k=s.rerank_k,
         search_mode=s.search_mode,
+        rerank=s.rerank,
         min_relevance=s.min_relevance,
         context_tokens=s.context_tokens,
         max_tokens=s.llm_max_tokens,
@@ -44,6 +45,7 @@ def query_config(settings: Settings) -> QueryConfig:
         fallback_models=(s.llm_small_model,),
         limits=request_limits(s),
         strategy=query_strategy(s),
+        answer_gate=s.answer_gate,
     )
 
 

@@ -13,6 +13,7 @@ spans are in the same coordinates as the chunks the indexer stores (``Chunk.char
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -60,6 +61,12 @@ class GoldenError(ValueError):
 
 _decoder = msgspec.json.Decoder(GoldenCase)
 _encoder = msgspec.json.Encoder()
+
+
+def development_half(case_id: str) -> bool:
+    """Whether a case belongs to its golden set's development half (a fixed split by a hash of the id): settings
+    are chosen on that half, and the other, held-out half is the figure to quote."""
+    return int(hashlib.sha256(case_id.encode()).hexdigest(), 16) % 2 == 0
 
 
 def load_golden(path: str | Path) -> list[GoldenCase]:

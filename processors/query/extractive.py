@@ -15,8 +15,9 @@ places"). So each candidate sentence is scored on four signals:
 
 The best sentence is quoted with its ``[n]``, followed by the next sentence of its passage when that continues the
 thought ("It ...", "This ..."), and by up to two further sentences that score nearly as well (a question with two
-parts often has its answers in two places). When even the best sentence scores below ``min_score``, nothing in the
-sources answers the question and the answer is the refusal: a quoted answer that does not answer is worse than none.
+parts often has its answers in two places); one sentence per line, each with its own citation. When even the best
+sentence scores below ``min_score``, nothing in the sources answers the question and the answer is the refusal: a
+quoted answer that does not answer is worse than none.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from schemas.events import Passage
 
 _CONTINUES = re.compile(r"^(it|this|that|these|those|they|its|their|such|so|then|for example|however|but)\b", re.I)
 _WORDS = re.compile(r"\w+")
+_CLOSING = re.compile(r"[.!:]+[\"')\]\u201d\u2019]*$")
 _TERM = re.compile(r"[A-Za-z_][\w.]*\w|\w+")
 # Words every question has that say nothing about which sentence answers it.
 _QUESTION_WORDS = frozenset(
@@ -82,8 +84,12 @@ class ExtractiveConfig:
     max_sentences: int = 3
 
 
+DEFAULT_CONFIG = ExtractiveConfig()
+
+
 def candidate_sentences(passages: Sequence[Passage]) -> list[Candidate]:
-    """The sentences worth quoting: 3 to 80 words, ending like a statement or a signature, not bare headings."""
+    """The sentences worth quoting: 3 to 80 words, ending like a statement or a signature (an example call such as
+    ``>>> json.dumps(obj, indent=4)`` answers many a "how do I"); not bare headings or questions."""
     out = []
     for number, passage in enumerate(passages, start=1):
         for position, sentence in enumerate(split_sentences(passage.text)):
@@ -149,7 +155,7 @@ def score_candidates(
     candidates: Sequence[Candidate],
     vectors: np.ndarray,
     passage_scores: Sequence[float],
-    config: ExtractiveConfig = ExtractiveConfig(),
+    config: ExtractiveConfig = DEFAULT_CONFIG,
 ) -> np.ndarray:
     """Each candidate's combined score (see the module docstring); ``vectors`` are the candidates' embeddings."""
     if not candidates:
@@ -173,7 +179,7 @@ def score_candidates(
 
 
 def compose_answer(
-    candidates: Sequence[Candidate], scores: np.ndarray, config: ExtractiveConfig = ExtractiveConfig()
+    candidates: Sequence[Candidate], scores: np.ndarray, config: ExtractiveConfig = DEFAULT_CONFIG
 ) -> str:
     """The quoted answer from the scored candidates, or the refusal when the best does not reach ``min_score``."""
     if not candidates or float(np.max(scores)) < config.min_score:
@@ -190,14 +196,34 @@ def compose_answer(
             break
         if i not in chosen and candidates[i].text not in {candidates[j].text for j in chosen}:
             chosen.append(i)
-    # In the order of the sources, each run of sentences from one source followed by its citation.
+    # In the order of the sources, one sentence per line, each with its own citation: a marker between two quotes
+    # would read as the next one's.
     chosen.sort(key=lambda i: (candidates[i].source, candidates[i].position))
-    parts: list[str] = []
-    for k, i in enumerate(chosen):
-        parts.append(candidates[i].text)
-        if k + 1 == len(chosen) or candidates[chosen[k + 1]].source != candidates[i].source:
-            parts.append(f"[{candidates[i].source}]")
-    return " ".join(parts)
+    return "\n".join(_cited(candidates[i].text, candidates[i].source) for i in chosen)
+
+
+def _cited(sentence: str, source: int) -> str:
+    """The sentence with ``[n]`` before its closing punctuation ("... by default [3]."), or after it when it ends
+    otherwise (a signature's ")")."""
+    end = _CLOSING.search(sentence)
+    if end is None:
+        return f"{sentence} [{source}]"
+    return f"{sentence[: end.start()]} [{source}]{sentence[end.start() :]}"
+
+
+async def _scored(
+    question: str,
+    question_vector: Sequence[float],
+    passages: Sequence[Passage],
+    embedder: Embedder,
+    config: ExtractiveConfig,
+) -> tuple[list[Candidate], np.ndarray]:
+    candidates = candidate_sentences(passages)
+    if not candidates or not question_vector:
+        return [], np.zeros(0, dtype=np.float32)
+    vectors = await embedder.embed([c.text for c in candidates])
+    scores = score_candidates(question, question_vector, candidates, vectors, [p.score for p in passages], config)
+    return candidates, scores
 
 
 async def extractive_answer(
@@ -205,12 +231,21 @@ async def extractive_answer(
     question_vector: Sequence[float],
     passages: Sequence[Passage],
     embedder: Embedder,
-    config: ExtractiveConfig = ExtractiveConfig(),
+    config: ExtractiveConfig = DEFAULT_CONFIG,
 ) -> str:
     """The quoted answer with its ``[n]``, or the refusal when no sentence answers the question well enough."""
-    candidates = candidate_sentences(passages)
-    if not candidates or not question_vector:
-        return REFUSAL
-    vectors = await embedder.embed([c.text for c in candidates])
-    scores = score_candidates(question, question_vector, candidates, vectors, [p.score for p in passages], config)
+    candidates, scores = await _scored(question, question_vector, passages, embedder, config)
     return compose_answer(candidates, scores, config)
+
+
+async def best_support(
+    question: str,
+    question_vector: Sequence[float],
+    passages: Sequence[Passage],
+    embedder: Embedder,
+    config: ExtractiveConfig = DEFAULT_CONFIG,
+) -> float:
+    """The score of the sentence that best answers the question (0 without any): below ``config.min_score`` the
+    sources do not answer it, whichever strategy would write the answer."""
+    _, scores = await _scored(question, question_vector, passages, embedder, config)
+    return float(np.max(scores)) if len(scores) else 0.0

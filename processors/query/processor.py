@@ -36,7 +36,7 @@ from processors.protocols import (
 )
 from processors.query.context import Context, build_context
 from processors.query.deltas import DeltaBatcher
-from processors.query.extractive import ExtractiveConfig, extractive_answer
+from processors.query.extractive import ExtractiveConfig, best_support, extractive_answer
 from processors.query.requests import RequestLimits, request_problem
 from processors.telemetry import cache_lookups, count_verdict, reason_kinds, step
 from schemas.events import (
@@ -56,6 +56,8 @@ class QueryConfig(msgspec.Struct, frozen=True, kw_only=True):
     retrieve_k: int = 20
     rerank_k: int = 5
     search_mode: SearchMode = "hybrid"
+    # Rerank the retrieved candidates (off: the search's own order is the ranking, and min_relevance is unused).
+    rerank: bool = True
     # Below this reranker score no passage is relevant and the answer is the refusal, without a model call.
     min_relevance: float = 0.7
     context_tokens: int = 1500
@@ -71,6 +73,9 @@ class QueryConfig(msgspec.Struct, frozen=True, kw_only=True):
     strategy: str = "generate"
     # How the extractive strategy picks its sentences, and below which score it refuses.
     extractive: ExtractiveConfig = msgspec.field(default_factory=ExtractiveConfig)
+    # Refuse without a model call when no source sentence answers the question (the extractive scorer's best score
+    # below its min_score), for generated answers too.
+    answer_gate: bool = True
 
 
 @dataclass
@@ -121,6 +126,7 @@ def lora_name(tenant: str, adapter: AdapterRef) -> str:
 
 
 EXTRACTIVE = "extractive"  # the answer's "model" when it was quoted from the sources
+NO_MODEL = ""  # the answer's "model" when the pipeline refused without one
 
 
 async def _pieces_of(text: str, stats: StreamStats) -> AsyncGenerator[str, None]:
@@ -273,13 +279,17 @@ class QueryProcessor:
             )
             span.set_attributes({"ragstream.retrieve.mode": self.config.search_mode,
                                  "ragstream.retrieve.candidates": len(candidates)})  # fmt: skip
-        with step("rerank", timings) as span:
-            # Every candidate is ranked (the reranker scores them all anyway), so the answer can carry the whole
-            # ranking.
-            ranked = await self.reranker.rerank(question, candidates, len(candidates)) if candidates else []
-            top = max((p.score for p in ranked), default=0.0)
-            span.set_attributes({"ragstream.rerank.passages": len(ranked), "ragstream.rerank.top_score": top})
-        relevant = [p for p in ranked[: self.config.rerank_k] if p.score >= self.config.min_relevance]
+        if self.config.rerank:
+            with step("rerank", timings) as span:
+                # Every candidate is ranked (the reranker scores them all anyway), so the answer can carry the whole
+                # ranking.
+                ranked = await self.reranker.rerank(question, candidates, len(candidates)) if candidates else []
+                top = max((p.score for p in ranked), default=0.0)
+                span.set_attributes({"ragstream.rerank.passages": len(ranked), "ragstream.rerank.top_score": top})
+            relevant = [p for p in ranked[: self.config.rerank_k] if p.score >= self.config.min_relevance]
+        else:  # the search's own order; its scores (RRF, BM25) are on no common scale, so no min_relevance
+            ranked = list(candidates)
+            relevant = ranked[: self.config.rerank_k]
         withheld: dict[str, str] = {}
         if self.screen is not None and relevant:
             with step("screen_passages", timings) as span:
@@ -330,6 +340,15 @@ class QueryProcessor:
             )
         )
 
+    async def _answerable(self, prompted: PromptedQuery) -> bool:
+        """Whether any source sentence answers the question well enough to let a model write the answer."""
+        with step("answer_gate") as span:
+            support = await best_support(
+                prompted.question, prompted.embedding, prompted.passages, self.embedder, self.config.extractive
+            )
+            span.set_attribute("ragstream.answer_gate.support", support)
+        return support >= self.config.extractive.min_score
+
     async def answer(
         self, prompted: PromptedQuery, *, is_cancelled: Callable[[], bool] = lambda: False
     ) -> AsyncIterator[TokenDelta | AnswerDone | AnswerError]:
@@ -360,12 +379,17 @@ class QueryProcessor:
         if request.options.model:
             models = [prompted.model]  # the client asked for this model: no silent substitution
         strategy = request.options.strategy or self.config.strategy
+        declined = False  # the pipeline itself answers with the refusal (nothing in the sources answers)
         if strategy == "extractive":
             models = [EXTRACTIVE]
             quoted = await extractive_answer(
                 prompted.question, prompted.embedding, prompted.passages, self.embedder, self.config.extractive
             )
+            declined = quoted == REFUSAL
             pieces = _pieces_of(quoted, stats)
+        elif self.config.answer_gate and not await self._answerable(prompted):
+            models, declined = [NO_MODEL], True
+            pieces = _pieces_of(REFUSAL, stats)
         else:
             generator = FallbackGenerator(self.generator, models)
             pieces = generator.generate(prompted.prompt, params, request_id=request.request_id, stats=stats)
@@ -401,7 +425,7 @@ class QueryProcessor:
         if text_rest:
             yield TokenDelta(request_id=request.request_id, seq=seq, text=text_rest, tokens=rest[1] if rest else 0)
             seq += 1
-        if report.refused:
+        if report.refused or (declined and finish == "stop"):
             finish = "refused"
         citations, _invalid = citations_for(report.text, prompted.passages)
         verdict = report.verdict

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from processors.adapters.memory import HashingEmbedder
-from processors.citations import REFUSAL, citations_for
+from processors.citations import REFUSAL, citations_for, cited_numbers
+from processors.guardrails.stream_guard import split_sentences
 from processors.query.extractive import (
     ExtractiveConfig,
     candidate_sentences,
@@ -58,7 +61,7 @@ async def test_a_version_line_is_quoted_for_a_since_when_question_through_its_si
         passage(2, "math.sqrt(x)\nReturn the square root of x. The result is a float."),
     ]
     text = await answer("math.isqrt available since which version?", passages, ExtractiveConfig(min_score=0.0))
-    assert "New in version 3.8." in text and "[1]" in text
+    assert "New in version 3.8 [1]." in text.splitlines()
 
 
 async def test_a_question_in_the_sources_is_never_quoted_as_the_answer() -> None:
@@ -93,3 +96,15 @@ def test_identifiers_count_whole_and_by_their_parts() -> None:
     assert {"socket.create_connection", "create", "connection", "timeout"} <= terms(
         "What timeout does socket.create_connection use?"
     )
+
+
+def test_each_quoted_sentence_carries_its_own_citation_as_the_claim_checker_splits_it() -> None:
+    passages = [
+        passage(1, "math.isclose(a, b, *, rel_tol=1e-09, abs_tol=0.0)"),
+        passage(2, "The default tolerance is 1e-09, which assures that the two values are the same within 9 digits."),
+    ]
+    candidates = candidate_sentences(passages)
+    text = compose_answer(candidates, np.array([0.9, 0.9], dtype=np.float32), ExtractiveConfig(min_score=0.0))
+    sentences = split_sentences(text)
+    assert [cited_numbers(s) for s in sentences] == [[1], [2]]
+    assert sentences[1].endswith("within 9 digits [2].")

@@ -27,6 +27,7 @@ from processors.guardrails.passage_screen import InjectionScreen
 from processors.guardrails.policy import GuardPolicy
 from processors.prompts.registry import PromptRegistryState
 from processors.protocols import PassageScreen
+from processors.query.extractive import ExtractiveConfig
 from processors.query.processor import Prepared, QueryConfig, QueryProcessor
 from processors.query.prompting import TemplatePrompts
 from processors.query.router import FeatureRouter, RoutedChooser, RouterConfig, parse_router_overrides
@@ -80,6 +81,7 @@ async def make_processor(
     checker: ClaimChecker | None = None,
     screen: PassageScreen | None = None,
     documents: Sequence[Passage] = MANUAL,
+    config: QueryConfig | None = None,
 ) -> tuple[QueryProcessor, ScriptedGenerator]:
     embedder = HashingEmbedder()
     index = MemoryIndex(embedder)
@@ -98,7 +100,7 @@ async def make_processor(
         chooser=RoutedChooser(router),
         generator=generator,
         cache=cache,
-        config=QueryConfig(fallback_models=("llm_small",)),
+        config=config or QueryConfig(fallback_models=("llm_small",)),
         checker=checker,
         screen=screen,
     )
@@ -261,10 +263,45 @@ async def test_the_extractive_strategy_quotes_the_source_sentence_with_its_citat
     events = await answer_all(processor, prompted)
     done = events[-1]
     assert isinstance(done, AnswerDone)
-    assert done.text == MANUAL[0].text + " [1]"  # the sentence as the source says it, nothing invented
+    # the sentence as the source says it, nothing invented, cited before its full stop
+    assert done.text == MANUAL[0].text.removesuffix(".") + " [1]."
     assert [(c.number, c.chunk_id) for c in done.citations] == [(1, "frob#0")]
     assert done.model == "extractive" and done.finish_reason == "stop" and text_of(events) == done.text
     assert generator.calls == []  # no model wrote it
+
+
+@pytest.mark.parametrize("rerank", [True, False])
+async def test_with_reranking_off_the_search_order_is_the_ranking_and_min_relevance_is_unused(
+    guard: InputGuard, rerank: bool
+) -> None:
+    # No reranker score reaches 5.0: with reranking on every passage is irrelevant, with it off the score is unused.
+    config = QueryConfig(rerank=rerank, min_relevance=5.0, answer_gate=False)
+    processor, generator = await make_processor(guard, {"llm_small": Script(ANSWER)}, config=config)
+    prepared = await processor.prepare(request(FROB))
+    if rerank:
+        done = prepared.final[-1]
+        assert isinstance(done, AnswerDone) and done.finish_reason == "refused" and generator.calls == []
+        assert "rerank" in done.timings_ms
+    else:
+        prompted = prompt_of(prepared)
+        assert "rerank" not in prompted.timings_ms
+        assert [p.chunk_id for p in prompted.passages][:1] == ["frob#0"]  # the search ranked it first
+
+
+@pytest.mark.parametrize("gate", [True, False])
+async def test_the_answer_gate_refuses_without_a_model_call_when_no_source_sentence_answers(
+    guard: InputGuard, gate: bool
+) -> None:
+    # Nothing scores 2.0 (the scale tops out near 1.3): every question counts as unanswered by its sources.
+    unreachable = QueryConfig(answer_gate=gate, extractive=ExtractiveConfig(min_score=2.0))
+    processor, generator = await make_processor(guard, {"llm_small": Script(ANSWER)}, config=unreachable)
+    events = await answer_all(processor, prompt_of(await processor.prepare(request(FROB))))
+    done = events[-1]
+    assert isinstance(done, AnswerDone)
+    if gate:
+        assert done.text == REFUSAL and done.finish_reason == "refused" and generator.calls == []
+    else:
+        assert done.finish_reason == "stop" and len(generator.calls) == 1
 
 
 async def test_a_generated_answer_its_source_contradicts_is_flagged_for_the_reader(guard: InputGuard) -> None:
