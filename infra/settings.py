@@ -179,13 +179,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     openai_backends: str = ""
     request_timeout_s: float = 30.0
 
-    # How answers are made unless a request says ("generate" or "extractive": processors/query/extractive.py), and
-    # how generated answers are checked against their sources ("lexical", or "off").
+    # How answers are made unless a request says ("generate", "gated" or "extractive": processors/query/requests.py),
+    # and how generated answers are checked against their sources ("lexical", or "off").
     answer_strategy: str = "generate"
     claim_checker: str = "lexical"
-    # Refuse without a model call when no sentence of the retrieved sources answers the question (the extractive
-    # scorer's best score below its threshold): the refusal accuracy of generated answers rests on it.
-    answer_gate: bool = True
     # Retrieved passages go through the input guard's injection detector; flagged ones are kept out of the prompt
     # (recorded on the answer's ranking). Off only for a corpus known to discuss attacks, e.g. a security manual.
     screen_passages: bool = True

@@ -140,9 +140,9 @@ class QueryOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     model: str | None = None
     prompt_version: str | None = None
     use_cache: bool = True
-    # How the answer is made: "generate" (the model writes it), "extractive" (the sentences of the sources that
-    # answer it, quoted with their citations), or "verified" (generated, and replaced by the extractive answer when
-    # the sources contradict it). None: the deployment's default.
+    # How the answer is made: "generate" (the model writes it), "gated" (the model writes it when a sentence of the
+    # sources answers the question, else the refusal without a model call), or "extractive" (the sentences of the
+    # sources that answer it, quoted with their citations). None: the deployment's default.
     strategy: str | None = None
 
 

@@ -45,7 +45,6 @@ def query_config(settings: Settings) -> QueryConfig:
         fallback_models=(s.llm_small_model,),
         limits=request_limits(s),
         strategy=query_strategy(s),
-        answer_gate=s.answer_gate,
     )
 
 

@@ -68,14 +68,11 @@ class QueryConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Tried in order when the routed model fails before its first token.
     fallback_models: tuple[str, ...] = ()
     limits: RequestLimits = msgspec.field(default_factory=RequestLimits)
-    # "generate" (a model writes the answer) or "extractive" (the best source sentences, quoted); a request's
-    # options.strategy overrides it.
+    # "generate" (a model writes the answer), "gated" (the same, when a source sentence answers the question) or
+    # "extractive" (the best source sentences, quoted): processors/query/requests.py; options.strategy overrides it.
     strategy: str = "generate"
     # How the extractive strategy picks its sentences, and below which score it refuses.
     extractive: ExtractiveConfig = msgspec.field(default_factory=ExtractiveConfig)
-    # Refuse without a model call when no source sentence answers the question (the extractive scorer's best score
-    # below its min_score), for generated answers too.
-    answer_gate: bool = True
 
 
 @dataclass
@@ -387,7 +384,7 @@ class QueryProcessor:
             )
             declined = quoted == REFUSAL
             pieces = _pieces_of(quoted, stats)
-        elif self.config.answer_gate and not await self._answerable(prompted):
+        elif strategy == "gated" and not await self._answerable(prompted):
             models, declined = [NO_MODEL], True
             pieces = _pieces_of(REFUSAL, stats)
         else:

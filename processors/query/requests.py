@@ -17,7 +17,10 @@ from schemas.events import QueryRequest
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 _VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-STRATEGIES = frozenset({"generate", "extractive"})
+# generate: a model writes the answer; gated: the same, but only when a source sentence answers the question
+# (processors/query/extractive.py scores them), else the refusal without a model call; extractive: source sentences
+# quoted, or the refusal.
+STRATEGIES = frozenset({"generate", "gated", "extractive"})
 
 
 class RequestLimits(msgspec.Struct, frozen=True, kw_only=True):

@@ -38,7 +38,7 @@ def run(
         list[str] | None, typer.Option(help="Model to answer with (default: the router's choice); repeat to compare.")
     ] = None,
     strategy: Annotated[
-        list[str] | None, typer.Option(help="Answer strategy: generate or extractive; repeat to compare.")
+        list[str] | None, typer.Option(help="Answer strategy: generate, gated or extractive; repeat to compare.")
     ] = None,
     checker: Annotated[str, typer.Option(help="Claim checker for correctness: lexical.")] = "lexical",
     prompt_version: Annotated[str | None, typer.Option(help="Prompt version (default: the active one).")] = None,

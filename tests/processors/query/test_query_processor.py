@@ -275,7 +275,7 @@ async def test_with_reranking_off_the_search_order_is_the_ranking_and_min_releva
     guard: InputGuard, rerank: bool
 ) -> None:
     # No reranker score reaches 5.0: with reranking on every passage is irrelevant, with it off the score is unused.
-    config = QueryConfig(rerank=rerank, min_relevance=5.0, answer_gate=False)
+    config = QueryConfig(rerank=rerank, min_relevance=5.0)
     processor, generator = await make_processor(guard, {"llm_small": Script(ANSWER)}, config=config)
     prepared = await processor.prepare(request(FROB))
     if rerank:
@@ -288,17 +288,17 @@ async def test_with_reranking_off_the_search_order_is_the_ranking_and_min_releva
         assert [p.chunk_id for p in prompted.passages][:1] == ["frob#0"]  # the search ranked it first
 
 
-@pytest.mark.parametrize("gate", [True, False])
-async def test_the_answer_gate_refuses_without_a_model_call_when_no_source_sentence_answers(
-    guard: InputGuard, gate: bool
+@pytest.mark.parametrize("strategy", ["gated", "generate"])
+async def test_the_gated_strategy_refuses_without_a_model_call_when_no_source_sentence_answers(
+    guard: InputGuard, strategy: str
 ) -> None:
     # Nothing scores 2.0 (the scale tops out near 1.3): every question counts as unanswered by its sources.
-    unreachable = QueryConfig(answer_gate=gate, extractive=ExtractiveConfig(min_score=2.0))
+    unreachable = QueryConfig(extractive=ExtractiveConfig(min_score=2.0))
     processor, generator = await make_processor(guard, {"llm_small": Script(ANSWER)}, config=unreachable)
-    events = await answer_all(processor, prompt_of(await processor.prepare(request(FROB))))
+    events = await answer_all(processor, prompt_of(await processor.prepare(request(FROB, strategy=strategy))))
     done = events[-1]
     assert isinstance(done, AnswerDone)
-    if gate:
+    if strategy == "gated":
         assert done.text == REFUSAL and done.finish_reason == "refused" and generator.calls == []
     else:
         assert done.finish_reason == "stop" and len(generator.calls) == 1
