@@ -36,6 +36,13 @@ from schemas.events import Passage
 
 _CONTINUES = re.compile(r"^(it|this|that|these|those|they|its|their|such|so|then|for example|however|but)\b", re.I)
 _WORDS = re.compile(r"\w+")
+# A question after the release something arrived in, and the documentation's note that states it.
+_ASKS_VERSION = re.compile(
+    r"\b(which|what)\s+(python\s+)?(version|release)\b|\bsince\b|\bintroduced\b|\badded\b|\bappear(ed)?\b|"
+    r"\bshow(ed)?\s+up\b|\bwhen\s+(was|were|did)\b|\bhow\s+long\s+has\b",
+    re.IGNORECASE,
+)
+_VERSION_NOTE = re.compile(r"\b(new|changed|added)\s+in\s+(python\s+)?version\s+\d", re.IGNORECASE)
 _CLOSING = re.compile(r"[.!:]+[\"')\]\u201d\u2019]*$")
 _TERM = re.compile(r"[A-Za-z_][\w.]*\w|\w+")
 # Words every question has that say nothing about which sentence answers it.
@@ -179,18 +186,36 @@ def score_candidates(
 
 
 def compose_answer(
-    candidates: Sequence[Candidate], scores: np.ndarray, config: ExtractiveConfig = DEFAULT_CONFIG
+    candidates: Sequence[Candidate],
+    scores: np.ndarray,
+    config: ExtractiveConfig = DEFAULT_CONFIG,
+    *,
+    asks_version: bool = False,
 ) -> str:
-    """The quoted answer from the scored candidates, or the refusal when the best does not reach ``min_score``."""
+    """The quoted answer from the scored candidates, or the refusal when the best does not reach ``min_score``.
+    For a question after a release (``asks_version``), the version note that follows the best sentence in its passage
+    ("New in version 3.8.") is quoted with it: the documentation states versions there, after the description."""
     if not candidates or float(np.max(scores)) < config.min_score:
         return REFUSAL
     order = [int(i) for i in np.argsort(-scores)]
     best = order[0]
     chosen = [best]
-    following = [i for i, c in enumerate(candidates) if c.source == candidates[best].source]
-    after = [i for i in following if candidates[i].position == candidates[best].position + 1]
-    if after and _CONTINUES.match(candidates[after[0]].text):
-        chosen.append(after[0])
+    later = sorted(
+        (
+            i
+            for i, c in enumerate(candidates)
+            if c.source == candidates[best].source and c.position > candidates[best].position
+        ),
+        key=lambda i: candidates[i].position,
+    )
+    if (
+        later
+        and candidates[later[0]].position == candidates[best].position + 1
+        and _CONTINUES.match(candidates[later[0]].text)
+    ):
+        chosen.append(later[0])
+    if asks_version and not _VERSION_NOTE.search(candidates[best].text):
+        chosen += [i for i in later if _VERSION_NOTE.search(candidates[i].text) and i not in chosen][:1]
     for i in order[1:]:
         if len(chosen) >= config.max_sentences or float(scores[i]) < config.also_ratio * float(scores[best]):
             break
@@ -235,7 +260,7 @@ async def extractive_answer(
 ) -> str:
     """The quoted answer with its ``[n]``, or the refusal when no sentence answers the question well enough."""
     candidates, scores = await _scored(question, question_vector, passages, embedder, config)
-    return compose_answer(candidates, scores, config)
+    return compose_answer(candidates, scores, config, asks_version=bool(_ASKS_VERSION.search(question)))
 
 
 async def best_support(

@@ -108,3 +108,22 @@ def test_each_quoted_sentence_carries_its_own_citation_as_the_claim_checker_spli
     sentences = split_sentences(text)
     assert [cited_numbers(s) for s in sentences] == [[1], [2]]
     assert sentences[1].endswith("within 9 digits [2].")
+
+
+def test_a_since_when_question_gets_the_version_note_that_follows_the_best_sentence() -> None:
+    passages = [
+        passage(
+            1,
+            "A match statement takes an expression and compares its value to successive patterns. Only the first "
+            "pattern that matches is executed. Patterns may bind names. New in version 3.10.",
+        )
+    ]
+    candidates = candidate_sentences(passages)
+    scores = np.array([0.9, 0.2, 0.1, 0.05], dtype=np.float32)  # the description is the best sentence
+    config = ExtractiveConfig(min_score=0.0, also_ratio=1.0)
+    asked = compose_answer(candidates, scores, config, asks_version=True)
+    assert asked.splitlines() == [
+        "A match statement takes an expression and compares its value to successive patterns [1].",
+        "New in version 3.10 [1].",
+    ]
+    assert "3.10" not in compose_answer(candidates, scores, config)  # not asked: only the best sentence
