@@ -79,8 +79,9 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class ExtractiveConfig:
-    """Weights of the four signals and the thresholds (chosen on the development half of the Python docs golden set,
-    ``benchmarks/eval/golden/README.md``; the held-out half is what the report quotes)."""
+    """Weights of the four signals and the thresholds, chosen on the development half of the Python docs golden set
+    (``benchmarks/eval/golden/python_docs.md``); the held-out half is what ``benchmarks/eval/python_docs`` quotes.
+    ``min_score`` is on the scale of the MiniLM embedder the pipeline uses: another embedder needs its own."""
 
     meaning: float = 1.0
     words: float = 0.6

@@ -108,7 +108,9 @@ def run(
 
 def every_case_failed(summary: Mapping[str, Any]) -> bool:
     """Whether no case of any configuration got an answer (a matrix's summary nests one run per configuration)."""
-    runs = [value for key, value in summary.items() if key.startswith("run_")] or [summary]
+    if summary.get("kind") != "eval_matrix":
+        return bool(summary["quality"]["error_rate"] == 1.0)
+    runs = [value for key, value in summary.items() if key.startswith("run_") and isinstance(value, Mapping)]
     return all(run["quality"]["error_rate"] == 1.0 for run in runs)
 
 

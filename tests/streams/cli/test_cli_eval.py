@@ -27,7 +27,7 @@ def test_every_case_failed_reads_a_single_run_and_each_configuration_of_a_matrix
     from streams.cli.eval import every_case_failed
 
     def run(error_rate: float) -> dict[str, object]:
-        return {"kind": "eval", "quality": {"error_rate": error_rate}}
+        return {"kind": "eval", "run_id": "2fc7943950eb", "quality": {"error_rate": error_rate}}
 
     assert every_case_failed(run(1.0)) and not every_case_failed(run(0.0))
     matrix = {"kind": "eval_matrix", "rows": [], "run_0": run(1.0), "run_1": run(0.2)}
