@@ -426,6 +426,8 @@ class QueryProcessor:
             finish = "refused"
         citations, _invalid = citations_for(report.text, prompted.passages)
         verdict = report.verdict
+        if declined:  # say why on the answer: no source sentence answers the question (extractive or gated)
+            verdict = msgspec.structs.replace(verdict, reasons=[*verdict.reasons, "not_answered_by_sources"])
         if self.checker is not None and finish in ("stop", "length"):
             # Sentences the sources contradict are never left unflagged: a note the reader sees, and the verdict.
             checks = check_sentences(split_sentences(report.text), [p.text for p in prompted.passages], self.checker)

@@ -300,6 +300,7 @@ async def test_the_gated_strategy_refuses_without_a_model_call_when_no_source_se
     assert isinstance(done, AnswerDone)
     if strategy == "gated":
         assert done.text == REFUSAL and done.finish_reason == "refused" and generator.calls == []
+        assert done.output_verdict is not None and "not_answered_by_sources" in done.output_verdict.reasons
     else:
         assert done.finish_reason == "stop" and len(generator.calls) == 1
 
