@@ -442,25 +442,17 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return _round(m.mean_of(values))
 
 
-def summarize(
-    run: RunDescription,
-    options: ScoringOptions,
-    records: Sequence[CaseRecord],
-    run_id: str,
-    seconds: float,
-    *,
-    checker: str = "",
-) -> EvalSummary:
+def quality_of(records: Sequence[CaseRecord]) -> Quality:
+    """The answer-quality figures of these scored cases (a run, or any part of one such as a golden set's half)."""
     ok = [r for r in records if not r.error]
     answerable = [r for r in records if not r.expect_refusal]
     expected = [r for r in records if r.expect_refusal]
     answered = [r for r in ok if not r.refused]
     answered_ok = [r for r in answered if not r.expect_refusal]
     judged = [r for r in answered_ok if r.scores.correct is not None]
-    with_facts = [r for r in answerable if r.key_facts]
     fact_counts = [(len(r.scores.key_facts_found), len(r.key_facts)) for r in answered_ok if r.key_facts]
     total_facts = sum(t for _, t in fact_counts)
-    quality = Quality(
+    return Quality(
         correctness=_share(judged, lambda r: bool(r.scores.correct)),
         answered_coverage=_share(answerable, lambda r: not r.refused and not r.error),
         citation_precision=_mean(r.scores.citation_precision for r in answered),
@@ -482,6 +474,23 @@ def summarize(
         error_rate=_share(records, lambda r: bool(r.error)),
         cached_share=_share(ok, lambda r: r.answer.cached),
     )
+
+
+def summarize(
+    run: RunDescription,
+    options: ScoringOptions,
+    records: Sequence[CaseRecord],
+    run_id: str,
+    seconds: float,
+    *,
+    checker: str = "",
+) -> EvalSummary:
+    ok = [r for r in records if not r.error]
+    answerable = [r for r in records if not r.expect_refusal]
+    expected = [r for r in records if r.expect_refusal]
+    answered_ok = [r for r in ok if not r.refused and not r.expect_refusal]
+    with_facts = [r for r in answerable if r.key_facts]
+    quality = quality_of(records)
     refusals = {
         "refusal expected, refused": sum(1 for r in expected if r.refused),
         "refusal expected, answered (missed refusal)": sum(1 for r in expected if not r.refused and not r.error),
