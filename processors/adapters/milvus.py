@@ -34,6 +34,7 @@ DIM = 384
 MAX_TEXT = 16_384
 OUTPUT_FIELDS = ["doc_id", "version", "chunk_index", "text", "source", "title", "metadata"]
 RRF_K = 60
+INDEXES = 2  # dense (HNSW) and sparse (BM25), created with the collection
 # Searches retried when a version swap in the tenant overlapped them (a swap takes milliseconds; 3 is plenty).
 SNAPSHOT_ATTEMPTS = 3
 
@@ -84,39 +85,65 @@ class MilvusIndex:
                 self._ready = True
 
     def _create_sync(self) -> None:
-        from pymilvus import DataType, Function, FunctionType, MilvusClient
+        from pymilvus import MilvusClient
 
         client = MilvusClient(uri=self.uri, grpc_options=GRPC_OPTIONS)
         try:
-            if client.has_collection(self.collection):
-                client.load_collection(self.collection)
-                return
-            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=64)
-            schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=True)
-            schema.add_field("doc_id", DataType.VARCHAR, max_length=1024)
-            schema.add_field("version", DataType.INT64)
-            schema.add_field("chunk_index", DataType.INT64)
-            schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT, enable_analyzer=True)
-            schema.add_field("source", DataType.VARCHAR, max_length=2048)
-            schema.add_field("title", DataType.VARCHAR, max_length=1024)
-            schema.add_field("metadata", DataType.JSON)
-            schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
-            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_function(
-                Function(
-                    name="text_bm25",
-                    function_type=FunctionType.BM25,
-                    input_field_names=["text"],
-                    output_field_names=["sparse"],
-                )
-            )
-            index = client.prepare_index_params()
-            index.add_index("dense", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 128})
-            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-            client.create_collection(self.collection, schema=schema, index_params=index, consistency_level="Strong")
+            if not client.has_collection(self.collection):
+                try:
+                    self._create_indexed(client)
+                    return
+                except Exception:
+                    if not client.has_collection(self.collection):
+                        raise
+                    # Another worker of a new deployment created it first: load it once that one has indexed it.
+            self._load_when_indexed(client)
         finally:
             client.close()
+
+    def _load_when_indexed(self, client: Any, timeout_s: float = 60.0) -> None:
+        """Load the collection once its indexes exist: a process that created it a moment ago may still be adding
+        them, and loading before that fails."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if len(client.list_indexes(self.collection)) >= INDEXES:
+                    client.load_collection(self.collection)
+                    return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Milvus collection {self.collection} has no indexes after {timeout_s:.0f} s")
+            time.sleep(0.2)
+
+    def _create_indexed(self, client: Any) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("chunk_id", DataType.VARCHAR, is_primary=True, max_length=64)
+        schema.add_field("tenant", DataType.VARCHAR, max_length=64, is_partition_key=True)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=1024)
+        schema.add_field("version", DataType.INT64)
+        schema.add_field("chunk_index", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT, enable_analyzer=True)
+        schema.add_field("source", DataType.VARCHAR, max_length=2048)
+        schema.add_field("title", DataType.VARCHAR, max_length=1024)
+        schema.add_field("metadata", DataType.JSON)
+        schema.add_field("dense", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name="text_bm25",
+                function_type=FunctionType.BM25,
+                input_field_names=["text"],
+                output_field_names=["sparse"],
+            )
+        )
+        index = client.prepare_index_params()
+        index.add_index("dense", index_type="HNSW", metric_type="COSINE", params={"M": 16, "efConstruction": 128})
+        index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        client.create_collection(self.collection, schema=schema, index_params=index, consistency_level="Strong")
 
     async def _call(self, operation: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """One client call; when Milvus restarted and forgot the collection was loaded (searches then fail with

@@ -218,3 +218,25 @@ async def test_searches_recover_after_milvus_restarts_without_a_new_client(
         await client.close()
         await redis.aclose()
         milvus.stop()
+
+
+async def test_workers_starting_together_all_create_or_load_the_new_collection_and_search_it(
+    stack: Stack, stack_settings: Settings
+) -> None:
+    # Freshly started workers of a new deployment each find no collection and race to create, index and load it;
+    # one that sees the collection before the other has indexed it must wait, not fail its first questions.
+    redis = aioredis.Redis.from_url(stack_settings.redis_address)
+    prefix = f"irace{uuid.uuid4().hex[:6]}"
+    states = DocStates(redis, prefix=prefix)
+    clients = [milvus_client(stack_settings.milvus_address) for _ in range(4)]
+    indexes = [
+        MilvusIndex(client, stack_settings.milvus_address, states, collection=collection_name(prefix))
+        for client in clients
+    ]
+    try:
+        await asyncio.gather(*(index.ensure_collection() for index in indexes))
+        results = await asyncio.gather(*(index.search("acme", "anything", _vector(1), top_k=3) for index in indexes))
+        assert results == [[], [], [], []]
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
+        await redis.aclose()
