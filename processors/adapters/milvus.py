@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from processors.adapters.doc_states import DocStates, check_tenant
 from processors.protocols import SearchMode
+from processors.words import keyword_query
 from schemas.events import EmbeddedChunk, Passage
 
 if TYPE_CHECKING:
@@ -72,6 +73,9 @@ class MilvusIndex:
         self.write_lock = asyncio.Lock()
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        # BM25 gets the question without its function words (processors.words.keyword_query); off only to measure
+        # what that changes.
+        self.keyword_queries = True
 
     # --- schema -------------------------------------------------------------------------------------------------
 
@@ -296,6 +300,7 @@ class MilvusIndex:
         vector = [float(x) for x in query_vector] if query_vector is not None else None
         if mode in ("hybrid", "dense") and vector is None:
             raise ValueError(f"{mode} search needs a query vector")
+        keywords = keyword_query(query_text) if self.keyword_queries else query_text
         dense_params = {"metric_type": "COSINE", "params": {"ef": max(64, limit)}}
         sparse_params = {"metric_type": "BM25"}
         if mode == "dense":
@@ -308,7 +313,7 @@ class MilvusIndex:
             if not query_text.strip():
                 return []
             hits = (await self._call(self.client.search,
-                self.collection, data=[query_text], anns_field="sparse", filter=tenant_filter, limit=limit,
+                self.collection, data=[keywords], anns_field="sparse", filter=tenant_filter, limit=limit,
                 search_params=sparse_params, output_fields=OUTPUT_FIELDS,
             ))[0]  # fmt: skip
             scored = [(hit, -float(hit["distance"])) for hit in hits]  # Lite reports BM25 as a negative distance
@@ -317,9 +322,7 @@ class MilvusIndex:
 
             requests = [AnnSearchRequest([vector], "dense", dense_params, limit=limit, expr=tenant_filter)]
             if query_text.strip():
-                requests.append(
-                    AnnSearchRequest([query_text], "sparse", sparse_params, limit=limit, expr=tenant_filter)
-                )
+                requests.append(AnnSearchRequest([keywords], "sparse", sparse_params, limit=limit, expr=tenant_filter))
             hits = (await self._call(self.client.hybrid_search,
                 self.collection, requests, RRFRanker(RRF_K), limit=limit, output_fields=OUTPUT_FIELDS,
             ))[0]  # fmt: skip

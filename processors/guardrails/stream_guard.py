@@ -45,6 +45,7 @@ from processors.guardrails.pii import (
 from processors.guardrails.policy import GuardPolicy
 from processors.guardrails.textnorm import normalize_mapped
 from processors.guardrails.toxicity import ToxicityScorer, get_toxicity_scorer
+from processors.words import FUNCTION_WORDS
 from schemas.events import GuardVerdict, Passage
 
 CONTEXT_CHARS: Final = 64
@@ -180,15 +181,7 @@ _SENT_RE: Final = re.compile(
     r"(?<![MmDd]r\.)(?<![Mm]rs\.)(?<![Mm]s\.)(?<!\bSt\.)(?<![Nn]o\.)(?<!\be\.g\.)(?<!\bi\.e\.)(?<!\bvs\.)"
     r"(?<!\bNr\.)(?<!\bca\.)(?<=[.!?])[\"')\]]*\s+|\n+"
 )
-STOPWORDS: Final = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have having he
-    her here hers herself him himself his how i if in into is it its itself just me more most my myself no nor not
-    now of off on once only or other our ours ourselves out over own same she should so some such than that the
-    their theirs them themselves then there these they this those through to too under until up very was we were
-    what when where which while who whom why will with would you your yours yourself yourselves may might must
-    shall one two use used using yes according source sources passage passages answer""".split()  # noqa: SIM905
-)
+STOPWORDS: Final = FUNCTION_WORDS | {"according", "source", "sources", "passage", "passages", "answer"}
 
 
 def _stem(word: str) -> str:

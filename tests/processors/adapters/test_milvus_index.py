@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
@@ -218,6 +219,31 @@ async def test_searches_recover_after_milvus_restarts_without_a_new_client(
         await client.close()
         await redis.aclose()
         milvus.stop()
+
+
+async def test_bm25_matches_content_words_of_a_question_and_a_question_of_function_words_alone(
+    parts: tuple[MilvusIndex, DocStates, list[DocDone]],
+) -> None:
+    index, states, done = parts
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    writer = IndexWriter(index, states, record)
+    await states.begin(tenant, "doc", 1)
+    chunks = _chunks(tenant, "doc", 1, 2, "omega")
+    chunks[1] = msgspec.structs.replace(
+        chunks[1], chunk=msgspec.structs.replace(chunks[1].chunk, text="what is it and how is it")
+    )
+    await asyncio.gather(*(writer.write(e) for e in chunks))
+    await writer.close()
+    # the function words of the question are dropped, its content word still finds the chunk
+    hits = await index.search(tenant, "What is the omega of it?", None, top_k=5, mode="bm25")
+    assert [p.chunk_id for p in hits][:1] == [chunk_id(tenant, "doc", 1, 0)]
+    # a question made only of function words is searched whole, and finds the chunk that has them
+    hits = await index.search(tenant, "how is it", None, top_k=5, mode="bm25")
+    assert [p.chunk_id for p in hits][:1] == [chunk_id(tenant, "doc", 1, 1)]
 
 
 async def test_workers_starting_together_all_create_or_load_the_new_collection_and_search_it(
