@@ -60,6 +60,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         ms: dict[tuple[str, str], list[float]] = {}
         ndcg: dict[tuple[str, str], list[float]] = {}
         recall: dict[tuple[str, str], list[float]] = {}
+        rerank_ms: list[float] = []
         modes: tuple[SearchMode, ...] = ("bm25", "hybrid")
         for i, case in enumerate(cases):
             for mode in modes:
@@ -73,7 +74,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                     ndcg.setdefault((mode, variant), []).append(scores.ndcg_at_10 or 0.0)
                     recall.setdefault((mode, variant), []).append(scores.recall_at_20 or 0.0)
                     if mode == "hybrid" and ranked:
+                        started = time.perf_counter()
                         reranked = await reranker.rerank(case.question, ranked, len(ranked))
+                        rerank_ms.append((time.perf_counter() - started) * 1000.0)
                         ndcg.setdefault(("hybrid+rerank", variant), []).append(
                             retrieval_scores(reranked, case.relevant).ndcg_at_10 or 0.0
                         )
@@ -98,7 +101,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await redis.aclose()
         await milvus.close()
     return {**facts, "load_at_end": load_average(), "golden": str(args.golden), "cases": len(cases),
-            "tenant": args.tenant, "top_k": args.top_k, "collection_rows": chunks, "rows": rows}  # fmt: skip
+            "tenant": args.tenant, "top_k": args.top_k, "collection_rows": chunks, "rows": rows,
+            "rerank_p50_ms": round(statistics.median(rerank_ms), 1) if rerank_ms else None}  # fmt: skip
 
 
 def _markdown(result: dict[str, object]) -> str:
@@ -120,6 +124,7 @@ def _markdown(result: dict[str, object]) -> str:
         f"| {r['reranked_ndcg_at_10'] if r['reranked_ndcg_at_10'] is not None else ''} |"
         for r in rows
     ]
+    lines += ["", f"Triton reranker over each hybrid list (top {result['top_k']}): p50 {result['rerank_p50_ms']} ms"]
     return "\n".join(lines)
 
 

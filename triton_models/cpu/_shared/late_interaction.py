@@ -21,7 +21,7 @@ class LateInteractionScorer:
         model_dir: str,
         *,
         alpha: float = 0.5,
-        max_length: int = 256,
+        max_length: int = 128,
         forward: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer

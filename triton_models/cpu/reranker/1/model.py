@@ -35,7 +35,7 @@ class TritonPythonModel:
         self.scorer = LateInteractionScorer(
             str(get_model_path()),
             alpha=float(_param(config, "alpha", "0.5")),
-            max_length=int(_param(config, "max_length", "256")),
+            max_length=int(_param(config, "max_length", "128")),
             forward=forward_context(_param(config, "precision", "auto"))[1],
         )
         pb_utils.Logger.log_info(f"reranker: MiniLM late interaction, alpha={self.scorer.alpha}")

@@ -1,0 +1,100 @@
+"""How long the reranker's passages need to be: ranking quality and time of the CPU reranker per ``max_length``,
+on the golden sets' own hybrid top-20 lists.
+
+    PYTHONPATH=$PWD python benchmarks/models/rerank_length.py --golden benchmarks/eval/golden/python_docs.jsonl \\
+        --tenant pydocs --configs 256:auto,128:auto,96:auto
+
+Needs a running stack (``ragstream up``) with the golden set's corpus indexed under ``--tenant``. Each question's
+top 20 comes from the worker's own hybrid search; the scoring runs in one process of the model environment
+(``_rerank_scores.py``, the same ``LateInteractionScorer`` the Triton reranker serves), every config over the same
+lists, one after the other. nDCG@10 is the eval report's (``processors.evaluation.metrics``); "search order" is the
+list as Milvus returned it, before any reranking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+from pathlib import Path
+
+from infra.settings import REPO_ROOT, Settings
+from processors.adapters.doc_states import DocStates
+from processors.adapters.embedder import TritonEmbedder
+from processors.adapters.milvus import MilvusIndex, collection_name, milvus_client
+from processors.adapters.triton import TritonClient
+from processors.evaluation.golden import GoldenCase, load_golden
+from processors.evaluation.metrics import match_ranks, ndcg_at_k
+from processors.reporting.machine import describe_machine, load_average, run_facts
+from schemas.events import Passage
+from streams.redis_client import redis_client
+
+
+async def top_lists(settings: Settings, cases: list[GoldenCase], tenant: str, top_k: int) -> list[list[Passage]]:
+    triton = TritonClient(settings.triton_address)
+    redis = redis_client(settings.redis_address)
+    milvus = milvus_client(settings.milvus_address)
+    states = DocStates(redis, prefix=settings.topic_prefix)
+    index = MilvusIndex(milvus, settings.milvus_address, states, collection=collection_name(settings.topic_prefix))
+    try:
+        vectors = await TritonEmbedder(triton).embed([c.question for c in cases])
+        return [
+            await index.search(tenant, case.question, vectors[i].tolist(), top_k, "hybrid")
+            for i, case in enumerate(cases)
+        ]
+    finally:
+        await triton.close()
+        await redis.aclose()
+        await milvus.close()
+
+
+def mean_ndcg(cases: list[GoldenCase], lists: list[list[Passage]], orders: list[list[int]]) -> float:
+    values = [
+        ndcg_at_k(match_ranks([ranked[i] for i in order], case.relevant), len(case.relevant), 10) or 0.0
+        for case, ranked, order in zip(cases, lists, orders, strict=True)
+    ]
+    return statistics.fmean(values)
+
+
+def main(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    facts = run_facts()
+    cases = [c for c in load_golden(args.golden) if c.relevant]
+    lists = asyncio.run(top_lists(settings, cases, args.tenant, args.top_k))
+    kept = [(c, ranked) for c, ranked in zip(cases, lists, strict=True) if ranked]
+    cases, lists = [c for c, _ in kept], [r for _, r in kept]
+    configs = [[int(x.split(":")[0]), x.split(":")[1]] for x in args.configs.split(",")]
+    job = {"configs": configs, "cases": [{"query": c.question, "texts": [p.text for p in r]} for c, r in kept]}
+    scored = json.loads(
+        subprocess.run(
+            [str(settings.triton_python), str(Path(__file__).with_name("_rerank_scores.py"))],
+            input=json.dumps(job), capture_output=True, text=True, check=True, cwd=REPO_ROOT,
+        ).stdout
+    )  # fmt: skip
+    search_order = mean_ndcg(cases, lists, [list(range(len(r))) for r in lists])
+    tokens = sorted(scored[0]["tokens"])
+    print(
+        f"{facts['started_at']}, commit {facts['git_commit']}, {describe_machine(facts['machine'])}; load at the end "
+        f"{load_average()}; {len(cases)} cases of {args.golden}, hybrid top {args.top_k} from tenant {args.tenant}; "
+        f"passage length in tokens p50 {tokens[len(tokens) // 2]}, p90 {tokens[int(0.9 * (len(tokens) - 1))]}, "
+        f"max {tokens[-1]}; nDCG@10 in search order {search_order:.3f}\n"
+    )
+    print("| max_length | precision | p50 ms | p95 ms | nDCG@10 reranked |\n|---|---|---|---|---|")
+    for result in scored:
+        orders = [sorted(range(len(s)), key=lambda i, s=s: -s[i]) for s in result["scores"]]
+        ms = sorted(result["ms"])
+        print(
+            f"| {result['max_length']} | {result['precision']} | {statistics.median(ms):.0f} "
+            f"| {ms[int(0.95 * (len(ms) - 1))]:.0f} | {mean_ndcg(cases, lists, orders):.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--golden", type=Path, default=Path("benchmarks/eval/golden/python_docs.jsonl"))
+    parser.add_argument("--tenant", default="pydocs")
+    parser.add_argument("--top-k", type=int, default=20, help="passages per question (the worker's retrieve_k)")
+    parser.add_argument("--configs", default="256:auto,128:auto,96:auto", help="max_length:precision, ...")
+    main(parser.parse_args())
