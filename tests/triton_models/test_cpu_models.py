@@ -115,6 +115,16 @@ async def test_reranker_puts_the_relevant_passage_first(client: TritonClient) ->
     assert int(np.argmax(scores)) == 4, scores
 
 
+async def test_reranker_reads_a_question_that_comes_after_150_words_of_rules(client: TritonClient) -> None:
+    # A relayed RAG prompt puts its question after the prompt's rules; passages are cut at 128 tokens, the question
+    # is read further, so its last words still decide the ranking.
+    rules = " ".join(["Answer only from the numbered sources and cite each claim with its number."] * 12)
+    passages = ["Paris is the capital and largest city of France.", "Kafka topics are split into partitions."]
+    reranker = TritonReranker(client)
+    assert int(np.argmax(await reranker.scores(f"{rules} How are Kafka topics scaled out?", passages))) == 1
+    assert int(np.argmax(await reranker.scores(f"{rules} What is the capital of France?", passages))) == 0
+
+
 @pytest.mark.parametrize("model", ["llm_small", "llm_large"])
 async def test_chat_models_stream_an_answer_and_count_its_prompt(
     client: TritonClient, stack_settings: Settings, model: str

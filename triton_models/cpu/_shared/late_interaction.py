@@ -22,6 +22,7 @@ class LateInteractionScorer:
         *,
         alpha: float = 0.5,
         max_length: int = 128,
+        query_max_length: int = 256,
         forward: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
@@ -29,11 +30,13 @@ class LateInteractionScorer:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModel.from_pretrained(model_dir).eval()
         self.alpha = alpha
-        self.max_length = max_length
+        self.max_length = max_length  # per passage: the ingest's chunks are ~180 tokens, 128 rank them as well
+        # A question may be long (a relayed RAG prompt puts the question after its rules): it is read further, alone.
+        self.query_max_length = query_max_length
         self.forward = forward  # e.g. bf16 autocast (cpu_precision.forward_context)
 
-    def _encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+    def _encode(self, texts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         with torch.inference_mode(), self.forward():
             hidden = self.model(**batch).last_hidden_state.float()  # [n, t, 384]
         mask = batch["attention_mask"].float()
@@ -52,14 +55,15 @@ class LateInteractionScorer:
         if not passages:
             return []
         alpha = self.alpha if alpha is None else alpha
-        pooled, tokens, token_mask = self._encode([query, *passages])
-        cosine = pooled[1:] @ pooled[0]  # [p]
-        q_tok = tokens[0][token_mask[0]]  # [tq, d]
+        q_pooled, q_tokens, q_mask = self._encode([query], self.query_max_length)
+        pooled, tokens, token_mask = self._encode(passages, self.max_length)
+        cosine = pooled @ q_pooled[0]  # [p]
+        q_tok = q_tokens[0][q_mask[0]]  # [tq, d]
         if q_tok.shape[0] == 0:
             maxsim = cosine
         else:
-            sim = torch.einsum("qd,ptd->pqt", q_tok, tokens[1:])  # [p, tq, tp]
-            sim = sim.masked_fill(~token_mask[1:, None, :], -1.0)
+            sim = torch.einsum("qd,ptd->pqt", q_tok, tokens)  # [p, tq, tp]
+            sim = sim.masked_fill(~token_mask[:, None, :], -1.0)
             maxsim = sim.max(-1).values.mean(-1)  # [p]
         blended = alpha * cosine + (1.0 - alpha) * maxsim
         return ((blended + 1.0) / 2.0).tolist()

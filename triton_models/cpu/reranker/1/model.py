@@ -36,6 +36,7 @@ class TritonPythonModel:
             str(get_model_path()),
             alpha=float(_param(config, "alpha", "0.5")),
             max_length=int(_param(config, "max_length", "128")),
+            query_max_length=int(_param(config, "query_max_length", "256")),
             forward=forward_context(_param(config, "precision", "auto"))[1],
         )
         pb_utils.Logger.log_info(f"reranker: MiniLM late interaction, alpha={self.scorer.alpha}")
