@@ -23,33 +23,23 @@ import subprocess
 from pathlib import Path
 
 from infra.settings import REPO_ROOT, Settings
-from processors.adapters.doc_states import DocStates
-from processors.adapters.embedder import TritonEmbedder
-from processors.adapters.milvus import MilvusIndex, collection_name, milvus_client
-from processors.adapters.triton import TritonClient
 from processors.evaluation.golden import GoldenCase, development_half, load_golden
-from processors.evaluation.metrics import match_ranks, ndcg_at_k
+from processors.evaluation.metrics import match_ranks, ndcg_at_k, percentile
 from processors.reporting.machine import describe_machine, load_average, run_facts
 from schemas.events import Passage
-from streams.redis_client import redis_client
+from streams.clients.evaluation import EvalClients
 
 
 async def top_lists(settings: Settings, cases: list[GoldenCase], tenant: str, top_k: int) -> list[list[Passage]]:
-    triton = TritonClient(settings.triton_address)
-    redis = redis_client(settings.redis_address)
-    milvus = milvus_client(settings.milvus_address)
-    states = DocStates(redis, prefix=settings.topic_prefix)
-    index = MilvusIndex(milvus, settings.milvus_address, states, collection=collection_name(settings.topic_prefix))
+    clients = EvalClients(settings)  # the worker's own Milvus index and embedder, as the eval uses them
     try:
-        vectors = await TritonEmbedder(triton).embed([c.question for c in cases])
+        vectors = await clients.embedder.embed([c.question for c in cases])
         return [
-            await index.search(tenant, case.question, vectors[i].tolist(), top_k, "hybrid")
+            await clients.index.search(tenant, case.question, vectors[i].tolist(), top_k, "hybrid")
             for i, case in enumerate(cases)
         ]
     finally:
-        await triton.close()
-        await redis.aclose()
-        await milvus.close()
+        await clients.close()
 
 
 def mean_ndcg(cases: list[GoldenCase], lists: list[list[Passage]], orders: list[list[int]]) -> str:
@@ -80,21 +70,21 @@ def main(args: argparse.Namespace) -> None:
         ).stdout
     )  # fmt: skip
     search_order = mean_ndcg(cases, lists, [list(range(len(r))) for r in lists])
-    tokens = sorted(scored[0]["tokens"])
+    tokens = scored[0]["tokens"]
     print(
         f"{facts['started_at']}, commit {facts['git_commit']}, {describe_machine(facts['machine'])}; load at the end "
         f"{load_average()}; {len(cases)} cases of {args.golden}, hybrid top {args.top_k} from tenant {args.tenant}; "
-        f"passage length in tokens p50 {tokens[len(tokens) // 2]}, p90 {tokens[int(0.9 * (len(tokens) - 1))]}, "
-        f"max {tokens[-1]}; nDCG@10 (all / development half / held-out half) in search order {search_order}\n"
+        f"passage length in tokens p50 {percentile(tokens, 50):.0f}, p90 {percentile(tokens, 90):.0f}, "
+        f"max {max(tokens)}; nDCG@10 (all / development half / held-out half) in search order {search_order}\n"
     )
     print("| max_length | precision | alpha | p50 ms | p95 ms | nDCG@10 reranked (all / dev / held-out) |")
     print("|---|---|---|---|---|---|")
     for result in scored:
         orders = [sorted(range(len(s)), key=s.__getitem__, reverse=True) for s in result["scores"]]
-        ms = sorted(result["ms"])
+        ms = result["ms"]
         print(
             f"| {result['max_length']} | {result['precision']} | {result['alpha']} | {statistics.median(ms):.0f} "
-            f"| {ms[int(0.95 * (len(ms) - 1))]:.0f} | {mean_ndcg(cases, lists, orders)} |"
+            f"| {percentile(ms, 95):.0f} | {mean_ndcg(cases, lists, orders)} |"
         )
 
 

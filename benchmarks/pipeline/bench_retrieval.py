@@ -24,16 +24,11 @@ import time
 from pathlib import Path
 
 from infra.settings import Settings
-from processors.adapters.doc_states import DocStates
-from processors.adapters.embedder import TritonEmbedder
-from processors.adapters.milvus import MilvusIndex, collection_name, milvus_client
-from processors.adapters.reranker import TritonReranker
-from processors.adapters.triton import TritonClient
 from processors.evaluation.golden import load_golden
-from processors.evaluation.metrics import retrieval_scores
+from processors.evaluation.metrics import percentile, retrieval_scores
 from processors.protocols import SearchMode
 from processors.reporting.machine import describe_machine, load_average, run_facts
-from streams.redis_client import redis_client
+from streams.clients.evaluation import EvalClients
 
 VARIANTS = ("whole question", "keywords")
 
@@ -42,21 +37,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     settings = Settings.from_env()
     facts = run_facts()
     cases = [c for c in load_golden(args.golden) if c.relevant]
-    triton = TritonClient(settings.triton_address)
-    reranker = TritonReranker(triton)
-    redis = redis_client(settings.redis_address)
-    milvus = milvus_client(settings.milvus_address)
-    index = MilvusIndex(
-        milvus,
-        settings.milvus_address,
-        DocStates(redis, prefix=settings.topic_prefix),
-        collection=collection_name(settings.topic_prefix),
-    )
+    clients = EvalClients(settings)  # the worker's own Milvus index, embedder and reranker, as the eval uses them
+    index = clients.index
     try:
-        vectors = await TritonEmbedder(triton).embed([c.question for c in cases])
+        vectors = await clients.embedder.embed([c.question for c in cases])
         await index.ensure_collection()
-        for case in cases[:3]:  # warm the connections and the server's caches before anything is timed
-            await index.search(args.tenant, case.question, vectors[0].tolist(), args.top_k, "hybrid")
+        for i, case in enumerate(cases[:3]):  # warm the connections and the server's caches before timing
+            await index.search(args.tenant, case.question, vectors[i].tolist(), args.top_k, "hybrid")
         ms: dict[tuple[str, str], list[float]] = {}
         ndcg: dict[tuple[str, str], list[float]] = {}
         recall: dict[tuple[str, str], list[float]] = {}
@@ -75,7 +62,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                     recall.setdefault((mode, variant), []).append(scores.recall_at_20 or 0.0)
                     if mode == "hybrid" and ranked:
                         started = time.perf_counter()
-                        reranked = await reranker.rerank(case.question, ranked, len(ranked))
+                        reranked = await clients.reranker.rerank(case.question, ranked, len(ranked))
                         rerank_ms.append((time.perf_counter() - started) * 1000.0)
                         ndcg.setdefault(("hybrid+rerank", variant), []).append(
                             retrieval_scores(reranked, case.relevant).ndcg_at_10 or 0.0
@@ -85,7 +72,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
                 "mode": mode,
                 "bm25_query": variant,
                 "p50_ms": round(statistics.median(ms[mode, variant]), 1),
-                "p95_ms": round(sorted(ms[mode, variant])[int(0.95 * (len(cases) - 1))], 1),
+                "p95_ms": round(percentile(ms[mode, variant], 95) or 0.0, 1),
                 "ndcg_at_10": round(statistics.fmean(ndcg[mode, variant]), 3),
                 "recall_at_20": round(statistics.fmean(recall[mode, variant]), 3),
                 "reranked_ndcg_at_10": (
@@ -95,11 +82,9 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             for mode in modes
             for variant in VARIANTS
         ]
-        chunks = (await milvus.get_collection_stats(index.collection))["row_count"]
+        chunks = (await clients.milvus.get_collection_stats(index.collection))["row_count"]
     finally:
-        await triton.close()
-        await redis.aclose()
-        await milvus.close()
+        await clients.close()
     return {**facts, "load_at_end": load_average(), "golden": str(args.golden), "cases": len(cases),
             "tenant": args.tenant, "top_k": args.top_k, "collection_rows": chunks, "rows": rows,
             "rerank_p50_ms": round(statistics.median(rerank_ms), 1) if rerank_ms else None}  # fmt: skip
