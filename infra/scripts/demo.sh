@@ -33,9 +33,13 @@ ragstream ingest "${first[@]}" --root "$docs" --tenant default --prefix python-d
 
 port=$(python -c 'from infra.settings import Settings; print(Settings.from_env().bridge_port)')
 say "asking over the WebSocket bridge: $question"
-answer=$(python -m streams.examples.ws_client "$question" --url "ws://127.0.0.1:$port" --model "$model" | tee /dev/stderr) \
+# A copy of the streamed answer goes to a file (tee to an inherited descriptor: `tee /dev/stderr` reopens the log file
+# a caller redirected stderr to, truncating it and leaving a run of NUL bytes in it).
+answer=$(mktemp)
+python -m streams.examples.ws_client "$question" --url "ws://127.0.0.1:$port" --model "$model" | tee "$answer" >&2 \
   || fail "no answer over the WebSocket bridge"
-grep -q '^\[[0-9]' <<<"$answer" || fail "the answer cites no source"
+grep -q '^\[[0-9]' "$answer" || fail "the answer cites no source"
+rm -f "$answer"
 
 say "asking a paraphrase over Kafka (ragstream ask): it comes from the semantic cache"
 status=$(mktemp)

@@ -46,6 +46,8 @@ _ANTONYMS = (
     ("inclusive", "exclusive"), ("required", "optional"), ("allowed", "forbidden"), ("public", "private"),
     ("deprecated", "recommended"), ("faster", "slower"), ("absolute", "relative"),
 )  # fmt: skip
+# Words next to a number that name no quantity of their own: a slot for any number at all.
+_GENERIC_SLOTS = frozenset({"number", "numeral", "digit", "integer", "example"})
 _NEGATION_REACH = 3  # a negation cue negates the next few words
 _FOLD = {right: left for left, right in _ANTONYMS}
 _QUANTIFIERS = {"always": "some", "never": "some", "only": "some", "all": "some", "every": "some"}
@@ -215,11 +217,13 @@ class LexicalClaimChecker:
             return
         slots_p: dict[str, set[str]] = {}
         for match in _NUMBER.finditer(p):
+            if _quoted(p, match.start(), match.end()):
+                continue
             for word in _neighbours(p, match.start(), match.end()):
                 slots_p.setdefault(word, set()).add(match.group())
         for match in _NUMBER.finditer(s):
             value = match.group()
-            if value in set(_NUMBER.findall(p)):
+            if value in set(_NUMBER.findall(p)) or _quoted(s, match.start(), match.end()):
                 continue
             for word in _neighbours(s, match.start(), match.end()):
                 rivals = slots_p.get(word, set()) - {value}
@@ -228,8 +232,15 @@ class LexicalClaimChecker:
                     return
 
 
+def _quoted(text: str, start: int, end: int) -> bool:
+    """Whether a number is a literal in quotes or backticks (``int('144')``, ``'0'``): text, not a value that the
+    words around it measure."""
+    return start > 0 and text[start - 1] in "'\"`" and text[end : end + 1] == text[start - 1]
+
+
 def _neighbours(text: str, start: int, end: int) -> set[str]:
-    """The content words just before and after a span (two on each side)."""
+    """The content words just before and after a span (two on each side), less words that say only that it is a
+    number ("the number 144" and "a decimal number (except 0)" are not about the same thing)."""
     before = [w for w in _WORD.findall(text[max(0, start - 40) : start]) if w not in _STOP][-2:]
     after = [w for w in _WORD.findall(text[end : end + 40]) if w not in _STOP][:2]
-    return {_stem(w) for w in (*before, *after)}
+    return {_stem(w) for w in (*before, *after)} - _GENERIC_SLOTS

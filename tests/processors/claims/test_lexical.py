@@ -61,3 +61,30 @@ def test_an_uncited_sentence_is_supported_when_any_source_supports_it() -> None:
 def test_a_cited_source_that_contradicts_the_sentence_wins_over_support_elsewhere() -> None:
     [verdict] = check_sentences(["The connect timeout defaults to 7 seconds [2]."], ["x", TIMEOUT], CHECK)
     assert (verdict.label, verdict.passage) == ("contradicted", 2)
+
+
+# The FAQ passage that sat third under the demo's question; it flagged a correct answer as contradicted (CI, stop 24).
+EVAL_FAQ = (
+    "the number is interpreted using Python's rules: a leading '0o' indicates octal, and '0x' indicates a hex number. "
+    "Do not use the built-in function eval() if all you need is to convert strings to numbers. eval() also has the "
+    "effect of interpreting numbers as Python expressions, so that e.g. eval('09') gives a syntax error because "
+    "Python does not allow leading '0' in a decimal number (except '0')."
+)
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "number = int('144')",
+        "For example, to convert the string '144' to the number 144, you can use the following code:",
+        "print(number)  # Output: 144",
+    ],
+    ids=["quoted-literal", "the-word-number", "code-comment"],
+)
+def test_a_number_that_is_a_literal_or_just_a_number_is_not_contradicted_by_another_literal(sentence: str) -> None:
+    assert CHECK.check(sentence, EVAL_FAQ).label != "contradicted"
+
+
+def test_a_different_figure_in_a_named_slot_is_still_a_contradiction_when_the_word_number_is_beside_it() -> None:
+    passage = "The maximum number of open files defaults to 1024 on most systems."
+    assert CHECK.check("The maximum number of open files defaults to 4096.", passage).label == "contradicted"
