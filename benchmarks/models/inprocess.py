@@ -1,7 +1,7 @@
 """In-process half of bench_models.py; runs under the model environment (.venv-triton), prints one JSON line.
 
-The same engine code the Triton models use (triton_models/cpu/_shared), called directly: the difference to the
-Triton figures is the serving overhead (gRPC, the Python backend's IPC, response per token).
+The same engine code the Triton models serve (triton_models/cpu/_shared/openvino_engine.py), called directly: the
+difference to the Triton figures is the serving overhead (gRPC, the Python backend's IPC, response per token).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ sys.path.insert(0, str(SHARED))
 
 def chat_bench(kind: str, prompts: list[str], concurrency: list[int], max_tokens: int) -> dict[str, object]:
     import model_files as mf  # type: ignore[import-not-found]
-    from chat_engine import ChatEngine, GenRequest  # type: ignore[import-not-found]
+    from chat_engine import GenRequest  # type: ignore[import-not-found]
     from cpu_precision import weights_dtype  # type: ignore[import-not-found]
+    from openvino_engine import OpenVINOChatEngine  # type: ignore[import-not-found]
 
-    model, tokenizer = mf.load_causal_lm(mf.source(kind))
-    model = model.to(weights_dtype("auto")[1])  # as the Triton model keeps it (config "precision": auto)
-    engine = ChatEngine(model, tokenizer, name=kind)
+    # As the Triton model serves it (config "runtime": openvino, "precision": auto, 2 threads).
+    src = mf.source(kind)
+    precision = weights_dtype("auto")[0]
+    engine = OpenVINOChatEngine(mf.openvino_folder(src), mf.load_tokenizer(src), name=kind, precision=precision)
     results: dict[str, object] = {}
 
     def run(n: int) -> dict[str, float]:

@@ -84,8 +84,22 @@ install_models() {
   fi
 }
 
+# The OpenVINO exporter (optimum-intel) pins its own transformers: it gets an environment of its own, which sees the
+# model environment's torch through a .pth file instead of a second copy of it.
+install_exporter() {
+  local site triton_site
+  site=$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  triton_site=$(.venv-triton/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$triton_site" >"$site/ragstream_triton_env.pth"
+  "$1/bin/pip" install -q -r triton_models/cpu/requirements-openvino.txt
+}
+
 ensure_env .venv install_app pyproject.toml
-ensure_env .venv-triton install_models triton_models/cpu/requirements*.txt
-# Verify the model files' checksums and convert the GGUF weights once (cached under ~/.cache/ragstream/models).
+ensure_env .venv-triton install_models triton_models/cpu/requirements.txt triton_models/cpu/requirements-*deps.txt \
+  triton_models/cpu/requirements-large.txt
+ensure_env .venv-openvino install_exporter triton_models/cpu/requirements-openvino.txt
+# Verify the model files' checksums and convert the GGUF weights once (cached under ~/.cache/ragstream/models), then
+# export the chat models to OpenVINO IR, the runtime Triton serves them with.
 .venv-triton/bin/python triton_models/cpu/_shared/model_files.py
+.venv-openvino/bin/python triton_models/cpu/_shared/openvino_export.py
 log "ready: . .venv/bin/activate && ragstream --help"

@@ -141,6 +141,14 @@ async def test_chat_models_stream_an_answer_and_count_its_prompt(
     assert len(prompt.split()) <= stats.prompt_tokens < len(prompt)  # the model's own token count of the prompt
 
 
+@pytest.mark.parametrize("model", ["llm_small", "llm_large"])
+async def test_chat_models_are_served_by_openvino(client: TritonClient, stack_settings: Settings, model: str) -> None:
+    await _require(client, stack_settings, model)
+    log = (stack_settings.data_path / "logs" / "triton.log").read_text(errors="replace")
+    loaded = re.findall(rf"{model}: \S+ loaded, runtime (\w+), precision (\w+)", log)
+    assert loaded and loaded[-1][0] == "openvino", loaded
+
+
 async def test_stop_words_and_non_streaming(client: TritonClient, stack_settings: Settings) -> None:
     await _require(client, stack_settings, "llm_small")
     prompt = render_chat("llm_small", [ChatMessage("user", "Count from 1 to 10, separated by commas.")])
@@ -152,12 +160,15 @@ async def test_stop_words_and_non_streaming(client: TritonClient, stack_settings
     assert "4" not in stopped and text.startswith(stopped), (text, stopped)
 
 
-async def test_cancellation_stops_generation_in_the_model(client: TritonClient, stack_settings: Settings) -> None:
-    await _require(client, stack_settings, "llm_small")
+@pytest.mark.parametrize("model", ["llm_small", "llm_large"])
+async def test_cancellation_stops_generation_in_the_model(
+    client: TritonClient, stack_settings: Settings, model: str
+) -> None:
+    await _require(client, stack_settings, model)
     request_id = f"cancel-{uuid.uuid4().hex[:8]}"
-    prompt = render_chat("llm_small", [ChatMessage("user", "Write a long story about a lighthouse keeper.")])
-    stats = StreamStats(model="llm_small", started=time.monotonic())
-    pieces = client.generate("llm_small", prompt, GenerationParams(max_tokens=400), request_id=request_id, stats=stats)
+    prompt = render_chat(model, [ChatMessage("user", "Write a long story about a lighthouse keeper.")])
+    stats = StreamStats(model=model, started=time.monotonic())
+    pieces = client.generate(model, prompt, GenerationParams(max_tokens=400), request_id=request_id, stats=stats)
     received = 0
     async for _ in pieces:
         received += 1
@@ -166,7 +177,7 @@ async def test_cancellation_stops_generation_in_the_model(client: TritonClient, 
     await pieces.aclose()
     assert stats.cancelled
     log = stack_settings.data_path / "logs" / "triton.log"
-    pattern = re.compile(rf"llm_small: request '{request_id}' cancelled after (\d+) tokens")
+    pattern = re.compile(rf"{model}: request '{request_id}' cancelled after (\d+) tokens")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         found = pattern.search(log.read_text(errors="replace"))
@@ -177,14 +188,15 @@ async def test_cancellation_stops_generation_in_the_model(client: TritonClient, 
     pytest.fail(f"Triton log has no cancellation line for {request_id}")
 
 
-async def test_concurrent_streams_are_batched(client: TritonClient, stack_settings: Settings) -> None:
-    await _require(client, stack_settings, "llm_small")
+@pytest.mark.parametrize("model", ["llm_small", "llm_large"])
+async def test_concurrent_streams_are_batched(client: TritonClient, stack_settings: Settings, model: str) -> None:
+    await _require(client, stack_settings, model)
     questions = [f"Name {n} animals that live in the sea." for n in range(2, 10)]
     params = GenerationParams(max_tokens=24)
 
     async def one(question: str) -> int:
-        prompt = render_chat("llm_small", [ChatMessage("user", question)])
-        return len([p async for p in client.generate("llm_small", prompt, params)])
+        prompt = render_chat(model, [ChatMessage("user", question)])
+        return len([p async for p in client.generate(model, prompt, params)])
 
     await one("warm up")
     started = time.monotonic()

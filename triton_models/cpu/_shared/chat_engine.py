@@ -87,7 +87,28 @@ class _Row:
     checked_at: float = 0.0
 
 
-class ChatEngine:
+class QueuedEngine:
+    """What every chat engine here shares: a queue of requests and the one thread that owns the model."""
+
+    def _start(self, thread_name: str) -> None:
+        self._queue: queue.Queue[GenRequest | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=thread_name, daemon=True)
+        self._thread.start()
+
+    def submit(self, request: GenRequest) -> None:
+        self._queue.put(request)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._queue.put(None)  # wakes the thread up
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class ChatEngine(QueuedEngine):
     def __init__(
         self,
         model,
@@ -113,44 +134,22 @@ class ChatEngine:
         self.max_context = max_context
         self.log = log
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        eos = set()
-        for token in (tokenizer.eos_token, "<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
-            if token is None:
-                continue
-            token_id = tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-                eos.add(token_id)
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if isinstance(gen_eos, int):
-            eos.add(gen_eos)
-        elif isinstance(gen_eos, list):
-            eos.update(gen_eos)
-        self.eos_ids = eos
+        self.eos_ids = end_of_turn_ids(
+            tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        )
         # transformers 5 renamed the forward's ``past_key_values`` argument to ``cache``.
         params = inspect.signature(model.forward).parameters  # the base model's, also once PEFT wraps it
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self._queue: queue.Queue[GenRequest | None] = queue.Queue()
         self._rows: list[_Row] = []
         self._cache = None
         self._mask: torch.Tensor | None = None  # [B, T] 1 = real token
         self._pos: torch.Tensor | None = None  # [B] next position id
         self._last: torch.Tensor | None = None  # [B] last sampled token
-        self._stop = threading.Event()
         self.steps = 0
         self.forward_s = 0.0
         self.other_s = 0.0
         self.max_batch_seen = 0
-        self._thread = threading.Thread(target=self._loop, name=f"{name}-engine", daemon=True)
-        self._thread.start()
-
-    # Public -------------------------------------------------------------------------------------------------
-    def submit(self, request: GenRequest) -> None:
-        self._queue.put(request)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._start(f"{name}-engine")
 
     # Engine thread --------------------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -173,32 +172,14 @@ class ChatEngine:
         self._reset()
 
     def _take_waiting(self, *, block: bool) -> list[GenRequest]:
-        room = self.max_active - len(self._rows)
-        taken: list[GenRequest] = []
-        if room <= 0:
-            return taken
-        try:
-            item = self._queue.get(timeout=0.5) if block else self._queue.get_nowait()
-        except queue.Empty:
-            return taken
-        while True:
-            if item is not None:
-                taken.append(item)
-            if len(taken) >= room:
-                break
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-        return taken
+        return take_waiting(self._queue, self.max_active - len(self._rows), block=block)
 
     def _reset(self) -> None:
         self._rows, self._cache, self._mask, self._pos, self._last = [], None, None, None, None
 
     @staticmethod
     def _fail(req: GenRequest, message: str) -> None:
-        with contextlib.suppress(Exception):
-            req.fail(message)
+        fail_quietly(req, message)
 
     def _admit(self, waiting: list[GenRequest]) -> None:
         fresh: list[tuple[GenRequest, list[int], str]] = []
@@ -384,14 +365,14 @@ class ChatEngine:
             else:
                 row.ids.append(token)
                 row.text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
-                cut = _stop_index(row.text, req.stop_words)
+                cut = stop_index(row.text, req.stop_words)
                 if cut is not None:
                     row.text = row.text[:cut]
                     row.done = "stop"
                 elif len(row.ids) >= req.max_tokens:
                     row.done = "length"
             if req.stream:
-                ready = len(row.text) if row.done else _safe_prefix(row.text, req.stop_words)
+                ready = len(row.text) if row.done else safe_prefix(row.text, req.stop_words)
                 if ready > row.sent_chars:
                     piece = row.text[row.sent_chars : ready]
                     row.sent_chars = ready
@@ -454,12 +435,59 @@ def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([pad, tensor], 2)
 
 
-def _stop_index(text: str, stop_words) -> int | None:
+# Shared with openvino_engine.py -----------------------------------------------------------------------------------
+
+
+def take_waiting(requests: queue.Queue, room: int, *, block: bool) -> list[GenRequest]:
+    """Up to ``room`` queued requests; waits up to 0.5 s for the first when ``block`` (nothing is running)."""
+    taken: list[GenRequest] = []
+    if room <= 0:
+        return taken
+    try:
+        item = requests.get(timeout=0.5) if block else requests.get_nowait()
+    except queue.Empty:
+        return taken
+    while True:
+        if item is not None:  # None only wakes the engine thread up (close)
+            taken.append(item)
+        if len(taken) >= room:
+            break
+        try:
+            item = requests.get_nowait()
+        except queue.Empty:
+            break
+    return taken
+
+
+def fail_quietly(req: GenRequest, message: str) -> None:
+    """Report a failed request; its client may be gone already."""
+    with contextlib.suppress(Exception):
+        req.fail(message)
+
+
+def end_of_turn_ids(tokenizer, generation_eos=None) -> set[int]:
+    """Token ids that end an answer: the tokenizer's EOS, ChatML's and Qwen's end tokens, and the generation
+    config's ``eos_token_id`` (an int or a list)."""
+    eos: set[int] = set()
+    for token in (tokenizer.eos_token, "<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        if token is None:
+            continue
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            eos.add(token_id)
+    if isinstance(generation_eos, int):
+        eos.add(generation_eos)
+    elif isinstance(generation_eos, list):
+        eos.update(generation_eos)
+    return eos
+
+
+def stop_index(text: str, stop_words) -> int | None:
     hits = [text.find(word) for word in stop_words if word and word in text]
     return min(hits) if hits else None
 
 
-def _safe_prefix(text: str, stop_words) -> int:
+def safe_prefix(text: str, stop_words) -> int:
     """How much of ``text`` can be sent now: hold back a trailing partial character or a stop word's prefix."""
     end = len(text)
     while end > 0 and text[end - 1] == "\ufffd":
@@ -472,4 +500,13 @@ def _safe_prefix(text: str, stop_words) -> int:
     return end
 
 
-__all__ = ["ChatEngine", "GenRequest"]
+__all__ = [
+    "ChatEngine",
+    "GenRequest",
+    "QueuedEngine",
+    "end_of_turn_ids",
+    "fail_quietly",
+    "safe_prefix",
+    "stop_index",
+    "take_waiting",
+]

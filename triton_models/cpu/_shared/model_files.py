@@ -16,6 +16,7 @@ sha256, so a different file never reuses a stale copy); later loads read that fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata as md
 import os
@@ -117,7 +118,7 @@ def load_causal_lm(src: GGUFSource, *, verify: bool = True):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    converted = cache_root() / f"{src.name}-{src.sha256[:12]}-hf"
+    converted = converted_folder(src)
     if not (converted / ".complete").exists():
         if verify and sha256_of(src.path) != src.sha256:
             raise ModelFileError(f"{src.path} does not match its recorded sha256 {src.sha256}")
@@ -130,11 +131,21 @@ def load_causal_lm(src: GGUFSource, *, verify: bool = True):
     return model.eval(), tokenizer
 
 
+def converted_folder(src: GGUFSource) -> Path:
+    """The dequantized fp32 copy (safetensors + tokenizer) that :func:`load_causal_lm` writes the first time."""
+    return cache_root() / f"{src.name}-{src.sha256[:12]}-hf"
+
+
+def openvino_folder(src: GGUFSource, weights: str = "fp32") -> Path:
+    """The OpenVINO IR that ``openvino_export.py`` makes from :func:`converted_folder` at set-up."""
+    return cache_root() / f"{src.name}-{src.sha256[:12]}-ov-{weights}"
+
+
 def load_tokenizer(src: GGUFSource):
     """The tokenizer alone (with the model's chat template), from the converted cache when it exists."""
     from transformers import AutoTokenizer
 
-    converted = cache_root() / f"{src.name}-{src.sha256[:12]}-hf"
+    converted = converted_folder(src)
     if (converted / ".complete").exists():
         return AutoTokenizer.from_pretrained(str(converted))
     return AutoTokenizer.from_pretrained(str(src.path.parent), gguf_file=src.path.name)
@@ -152,14 +163,28 @@ def prepare(kinds=("smollm2", "qwen2.5")) -> None:
         print(f"{kind}: ready in {cache_root()}")
 
 
-def _save_converted(model, tokenizer, target: Path) -> None:
-    """transformers refuses ``save_pretrained`` on a GGUF-loaded model; write config + safetensors directly."""
-    from safetensors.torch import save_model
-
+@contextlib.contextmanager
+def building(target: Path):
+    """A temporary folder beside ``target``, renamed onto it when the block completes and removed when it fails,
+    so a cache folder is either complete or absent."""
     # A fresh machine has no cache folder yet; the temp dir must sit beside the target so the rename is atomic.
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _save_converted(model, tokenizer, target: Path) -> None:
+    """transformers refuses ``save_pretrained`` on a GGUF-loaded model; write config + safetensors directly."""
+    from safetensors.torch import save_model
+
+    with building(target) as tmp:
         config = model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
@@ -169,12 +194,6 @@ def _save_converted(model, tokenizer, target: Path) -> None:
         save_model(model, str(tmp / "model.safetensors"))
         tokenizer.save_pretrained(str(tmp))
         (tmp / ".complete").write_text(model.config.model_type)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 if __name__ == "__main__":

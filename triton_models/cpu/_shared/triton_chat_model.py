@@ -1,9 +1,13 @@
-"""The Triton side of ``llm_small`` / ``llm_large``: parse the generation contract, feed :class:`ChatEngine`.
+"""The Triton side of ``llm_small`` / ``llm_large``: parse the generation contract, feed its engine.
 
 Contract: ``schemas.triton.GENERATION_INPUTS`` -> ``text_output`` (TensorRT-LLM ensemble interface), decoupled:
 with ``stream`` true (the default) one response per new piece of text, then an empty final flag; with ``stream``
 false one response with the whole text. The first response also carries ``num_input_tokens``
 (``schemas.triton.PROMPT_TOKENS``). ``text_input`` is already chat-templated (see ``chat_engine``).
+
+Runtime (the ``runtime`` parameter): ``openvino`` (the default: ``openvino_engine.py``, the IR exported at set-up)
+or ``torch`` (``chat_engine.py``). A request that names a LoRA adapter always goes to the torch engine, which is
+loaded the first time one arrives: multi-LoRA lives there.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import torch
 import triton_python_backend_utils as pb_utils
 from chat_engine import ChatEngine, GenRequest
 from cpu_precision import weights_dtype
-from model_files import load_causal_lm, source
+from model_files import load_causal_lm, load_tokenizer, openvino_folder, source
+
+RUNTIMES = ("openvino", "torch")
 
 
 def _param(config, key, default):
@@ -48,29 +54,69 @@ class ChatModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.name = config["name"]
-        torch.set_num_threads(int(_param(config, "torch_threads", "2")))
-        model, tokenizer = load_causal_lm(source(_param(config, "model_kind", "smollm2")))
-        self.precision, dtype = weights_dtype(_param(config, "precision", "auto"))
-        model = model.to(dtype)
-        self.engine = ChatEngine(
-            model,
-            tokenizer,
-            name=self.name,
-            max_active=int(_param(config, "max_active", "16")),
-            max_context=int(_param(config, "max_context", "4096")),
-            lora_dir=_param(config, "lora_dir", "") or os.environ.get("RAGSTREAM_ADAPTERS_DIR") or None,
-            max_loras=int(_param(config, "max_loras", "8")),
-            log=pb_utils.Logger.log_info,
-        )
-        self._warm_up(tokenizer)
+        self.config = config
+        self.threads = int(_param(config, "torch_threads", "2"))
+        torch.set_num_threads(self.threads)
+        self.source = source(_param(config, "model_kind", "smollm2"))
+        self.precision, _dtype = weights_dtype(_param(config, "precision", "auto"))
+        self.runtime = _param(config, "runtime", "openvino")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"{self.name}: runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
+        self._torch_engine: ChatEngine | None = None
+        self._torch_lock = threading.Lock()
+        if self.runtime == "openvino":
+            from openvino_engine import OpenVINOChatEngine
+
+            folder = openvino_folder(self.source)
+            if not (folder / ".complete").exists():
+                raise RuntimeError(
+                    f"{self.name}: no OpenVINO IR in {folder}; run infra/scripts/setup.sh (it exports it with "
+                    "triton_models/cpu/_shared/openvino_export.py), or set the runtime parameter to torch"
+                )
+            tokenizer = load_tokenizer(self.source)
+            self.engine = OpenVINOChatEngine(
+                folder,
+                tokenizer,
+                name=self.name,
+                precision=self.precision,
+                threads=self.threads,
+                max_active=int(_param(config, "max_active", "16")),
+                max_context=int(_param(config, "max_context", "4096")),
+                kv_cache_gb=int(_param(config, "kv_cache_gb", "1")),
+                log=pb_utils.Logger.log_info,
+            )
+        else:
+            self.engine = self._torch()
+        self._warm_up(self.engine)
         pb_utils.Logger.log_info(
-            f"{self.name}: {model.config.model_type} loaded in {self.precision}, eos ids {sorted(self.engine.eos_ids)}"
+            f"{self.name}: {self.source.name} loaded, runtime {self.runtime}, precision {self.precision}, "
+            f"eos ids {sorted(self.engine.eos_ids)}"
         )
 
-    def _warm_up(self, tokenizer) -> None:
-        """One short generation, so the first real request does not pay for torch's lazy initialisation."""
+    def _torch(self) -> ChatEngine:
+        """The torch engine: the served one with ``runtime: torch``, else made for the first LoRA request."""
+        with self._torch_lock:
+            if self._torch_engine is None:
+                model, tokenizer = load_causal_lm(self.source)
+                model = model.to(weights_dtype(self.precision)[1])
+                self._torch_engine = ChatEngine(
+                    model,
+                    tokenizer,
+                    name=self.name,
+                    max_active=int(_param(self.config, "max_active", "16")),
+                    max_context=int(_param(self.config, "max_context", "4096")),
+                    lora_dir=_param(self.config, "lora_dir", "") or os.environ.get("RAGSTREAM_ADAPTERS_DIR") or None,
+                    max_loras=int(_param(self.config, "max_loras", "8")),
+                    log=pb_utils.Logger.log_info,
+                )
+            return self._torch_engine
+
+    @staticmethod
+    def _warm_up(engine) -> None:
+        """One short generation, so the first real request does not pay for lazy initialisation (torch's
+        allocator, OpenVINO's kernel compilation)."""
         done = threading.Event()
-        self.engine.submit(
+        engine.submit(
             GenRequest(
                 prompt="<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
                 max_tokens=2,
@@ -130,7 +176,17 @@ class ChatModel:
         except Exception as exc:
             fail(f"{self.name}: bad request: {exc}")
             return
+        if gen.lora_name and self.runtime != "torch":
+            try:
+                engine = self._torch()
+            except Exception as exc:
+                fail(f"{self.name}: cannot load the torch engine for LoRA adapters: {exc}")
+                return
+            engine.submit(gen)
+            return
         self.engine.submit(gen)
 
     def finalize(self):
         self.engine.close()
+        if self._torch_engine is not None and self._torch_engine is not self.engine:
+            self._torch_engine.close()
