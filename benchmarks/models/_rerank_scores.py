@@ -1,6 +1,7 @@
 """The model side of ``rerank_length.py``, run with the model environment's python (torch, transformers): reads
-{"configs": [[max_length, precision, alpha], ...], "cases": [{"query", "texts"}, ...]} on stdin and writes, per config,
-every case's scores and milliseconds on stdout. One process, so every config sees the same machine state."""
+{"configs": [[max_length, precision, alpha, runtime], ...], "cases": [{"query", "texts"}, ...]} on stdin and
+writes, per config, every case's scores and milliseconds on stdout. One process, so every config sees the same
+machine state."""
 
 from __future__ import annotations
 
@@ -21,9 +22,17 @@ def main() -> None:
     job = json.load(sys.stdin)
     torch.set_num_threads(int(job.get("threads", 2)))
     results = []
-    for max_length, precision, alpha in job["configs"]:
+    for max_length, precision, alpha, runtime in job["configs"]:
         chosen, forward = forward_context(precision)
-        scorer = LateInteractionScorer(str(get_model_path()), alpha=alpha, max_length=max_length, forward=forward)
+        scorer = LateInteractionScorer(
+            str(get_model_path()),
+            alpha=alpha,
+            max_length=max_length,
+            forward=forward,
+            runtime=runtime,
+            precision=chosen,
+            threads=int(job.get("threads", 2)),
+        )
         scorer.scores(job["cases"][0]["query"], job["cases"][0]["texts"])  # warm-up, not timed
         scores, ms = [], []
         for case in job["cases"]:
@@ -31,7 +40,7 @@ def main() -> None:
             scores.append(scorer.scores(case["query"], case["texts"]))
             ms.append((time.perf_counter() - started) * 1000.0)
         tokens = [len(scorer.tokenizer(t)["input_ids"]) for case in job["cases"] for t in case["texts"]]
-        setting = {"max_length": max_length, "precision": chosen, "alpha": alpha}
+        setting = {"max_length": max_length, "precision": chosen, "alpha": alpha, "runtime": scorer.runtime}
         results.append({**setting, "scores": scores, "ms": ms, "tokens": tokens})
     json.dump(results, sys.stdout)
 

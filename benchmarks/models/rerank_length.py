@@ -1,9 +1,9 @@
 """How long the reranker's passages need to be, and how it should weigh its two views: ranking quality and time of
-the CPU reranker per ``max_length`` and ``alpha`` (the pooled cosine's share; the rest is MaxSim), on the golden
-sets' own hybrid top-20 lists.
+the CPU reranker per ``max_length`` and ``alpha`` (the pooled cosine's share; the rest is MaxSim), and runtime
+(OpenVINO as served, or torch), on the golden sets' own hybrid top-20 lists.
 
     PYTHONPATH=$PWD python benchmarks/models/rerank_length.py --golden benchmarks/eval/golden/python_docs.jsonl \\
-        --tenant pydocs --configs 256:auto:0.5,128:auto:0.5,96:auto:0.5,128:auto:0
+        --tenant pydocs --configs 256:auto:0.5,128:auto:0.5,96:auto:0.5,128:auto:0,128:auto:0.5:torch
 
 Needs a running stack (``ragstream up``) with the golden set's corpus indexed under ``--tenant``. Each question's
 top 20 comes from the worker's own hybrid search; the scoring runs in one process of the model environment
@@ -59,9 +59,10 @@ def main(args: argparse.Namespace) -> None:
     lists = asyncio.run(top_lists(settings, cases, args.tenant, args.top_k))
     kept = [(c, ranked) for c, ranked in zip(cases, lists, strict=True) if ranked]
     cases, lists = [c for c, _ in kept], [r for _, r in kept]
-    configs = [[int(length), precision, float(alpha)] for length, precision, alpha in (
-        x.split(":") for x in args.configs.split(",")
-    )]  # fmt: skip
+    configs = []
+    for spec in args.configs.split(","):
+        length, precision, alpha, *runtime = spec.split(":")
+        configs.append([int(length), precision, float(alpha), runtime[0] if runtime else "openvino"])
     job = {"configs": configs, "cases": [{"query": c.question, "texts": [p.text for p in r]} for c, r in kept]}
     scored = json.loads(
         subprocess.run(
@@ -77,13 +78,14 @@ def main(args: argparse.Namespace) -> None:
         f"passage length in tokens p50 {percentile(tokens, 50):.0f}, p90 {percentile(tokens, 90):.0f}, "
         f"max {max(tokens)}; nDCG@10 (all / development half / held-out half) in search order {search_order}\n"
     )
-    print("| max_length | precision | alpha | p50 ms | p95 ms | nDCG@10 reranked (all / dev / held-out) |")
-    print("|---|---|---|---|---|---|")
+    print("| max_length | precision | alpha | runtime | p50 ms | p95 ms | nDCG@10 reranked (all / dev / held-out) |")
+    print("|---|---|---|---|---|---|---|")
     for result in scored:
         orders = [sorted(range(len(s)), key=s.__getitem__, reverse=True) for s in result["scores"]]
         ms = result["ms"]
         print(
-            f"| {result['max_length']} | {result['precision']} | {result['alpha']} | {statistics.median(ms):.0f} "
+            f"| {result['max_length']} | {result['precision']} | {result['alpha']} | {result['runtime']} "
+            f"| {statistics.median(ms):.0f} "
             f"| {percentile(ms, 95):.0f} | {mean_ndcg(cases, lists, orders)} |"
         )
 
@@ -94,6 +96,8 @@ if __name__ == "__main__":
     parser.add_argument("--tenant", default="pydocs")
     parser.add_argument("--top-k", type=int, default=20, help="passages per question (the worker's retrieve_k)")
     parser.add_argument(
-        "--configs", default="256:auto:0.5,128:auto:0.5,96:auto:0.5,128:auto:0", help="max_length:precision:alpha,..."
+        "--configs",
+        default="256:auto:0.5,128:auto:0.5,96:auto:0.5,128:auto:0",
+        help="max_length:precision:alpha[:runtime],... (runtime: openvino, as served, or torch)",
     )
     main(parser.parse_args())

