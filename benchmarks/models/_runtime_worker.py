@@ -55,7 +55,6 @@ class TorchRuntime:
                 if piece:
                     if stats[i]["first"] is None:
                         stats[i]["first"] = now
-                    stats[i]["tokens"] += 1  # the engine emits once per generated token (text held back at a stop)
                     stats[i]["text"] += piece
                 if final:
                     stats[i]["end"] = now
@@ -108,7 +107,7 @@ class OpenVINORuntime:
             handles.append(self.pipe.add_request(self.next_id, prompt, config))
             self.next_id += 1
             stat["prompt_tokens"] = int(self.tokenizer.encode(prompt).input_ids.data.shape[-1])
-        finished = og.GenerationStatus.RUNNING
+        running = og.GenerationStatus.RUNNING
         while self.pipe.has_non_finished_requests():
             self.pipe.step()
             now = time.monotonic()
@@ -121,7 +120,7 @@ class OpenVINORuntime:
                             stat["first"] = stat["first"] or now
                             stat["ids"].extend(output.generated_ids)
                             stat["tokens"] += len(output.generated_ids)
-                if handle.get_status() != finished:
+                if handle.get_status() != running:
                     stat["end"] = now
         wall = time.monotonic() - start
         texts = [self.tokenizer.decode(s["ids"], skip_special_tokens=True) for s in stats]

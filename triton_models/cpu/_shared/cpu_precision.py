@@ -42,3 +42,8 @@ def weights_dtype(precision: str):
 
     chosen, _ = forward_context(precision)
     return chosen, torch.bfloat16 if chosen == "bf16" else torch.float32
+
+
+def openvino_hint(precision: str) -> str:
+    """OpenVINO's ``INFERENCE_PRECISION_HINT`` for a precision this module chose (``bf16`` or ``fp32``)."""
+    return {"bf16": "bf16", "fp32": "f32"}[precision]

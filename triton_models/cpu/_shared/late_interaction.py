@@ -88,9 +88,9 @@ def _openvino_encoder(model, tokenizer, precision: str, threads: int):
     """The encoder converted to OpenVINO in memory (dynamic batch and length) and compiled for the CPU; called with
     the tokenizer's arrays, it returns ``[last_hidden_state]``."""
     import openvino as ov
+    from cpu_precision import openvino_hint
 
     example = tokenizer(["a short example", "and another"], padding=True, return_tensors="pt")
     converted = ov.convert_model(model, example_input=dict(example))
-    hint = {"bf16": "bf16", "fp32": "f32"}[precision]
-    properties = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads}
+    properties = {"INFERENCE_PRECISION_HINT": openvino_hint(precision), "INFERENCE_NUM_THREADS": threads}
     return ov.Core().compile_model(converted, "CPU", properties)

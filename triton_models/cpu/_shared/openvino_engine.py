@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chat_engine import GenRequest, QueuedEngine, end_of_turn_ids, fail_quietly, safe_prefix, stop_index, take_waiting
-
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # the project's names -> OpenVINO's inference precision hints
+from cpu_precision import openvino_hint
 
 
 @dataclass
@@ -65,13 +64,12 @@ class OpenVINOChatEngine(QueuedEngine):
         self.max_context = max_context
         self.cancel_check_s = cancel_check_s
         self.log = log
-        self.precision = precision
         scheduler = og.SchedulerConfig()
         scheduler.max_num_seqs = max_active
         scheduler.cache_size = kv_cache_gb  # GB of paged KV cache; a request that does not fit waits for room
         scheduler.dynamic_split_fuse = True  # long prompts are prefilled in chunks between decode steps
         scheduler.max_num_batched_tokens = max_batched_tokens
-        hint = PRECISIONS[precision]
+        hint = openvino_hint(precision)
         # The KV cache in the precision of the arithmetic, as the torch engine keeps it (OpenVINO's CPU default
         # compresses it to u8, a precision change of its own).
         properties = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": hint, "KV_CACHE_PRECISION": hint}

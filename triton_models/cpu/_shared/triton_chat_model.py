@@ -176,15 +176,14 @@ class ChatModel:
         except Exception as exc:
             fail(f"{self.name}: bad request: {exc}")
             return
-        if gen.lora_name and self.runtime != "torch":
+        engine = self.engine
+        if gen.lora_name:  # multi-LoRA lives in the torch engine (self.engine itself with runtime torch)
             try:
                 engine = self._torch()
             except Exception as exc:
                 fail(f"{self.name}: cannot load the torch engine for LoRA adapters: {exc}")
                 return
-            engine.submit(gen)
-            return
-        self.engine.submit(gen)
+        engine.submit(gen)
 
     def finalize(self):
         self.engine.close()
