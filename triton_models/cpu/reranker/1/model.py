@@ -13,7 +13,6 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "_shared"))
 
-from cpu_precision import forward_context
 from late_interaction import LateInteractionScorer
 
 
@@ -33,19 +32,18 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         threads = int(_param(config, "torch_threads", "2"))
         torch.set_num_threads(threads)
-        precision, forward = forward_context(_param(config, "precision", "auto"))
         self.scorer = LateInteractionScorer(
             str(get_model_path()),
             alpha=float(_param(config, "alpha", "0.5")),
             max_length=int(_param(config, "max_length", "128")),
             query_max_length=int(_param(config, "query_max_length", "256")),
-            forward=forward,
             runtime=_param(config, "runtime", "openvino"),
-            precision=precision,
+            precision=_param(config, "precision", "auto"),
             threads=threads,
         )
         pb_utils.Logger.log_info(
-            f"reranker: MiniLM late interaction, alpha={self.scorer.alpha}, runtime {self.scorer.runtime}, {precision}"
+            f"reranker: MiniLM late interaction, alpha={self.scorer.alpha}, runtime {self.scorer.runtime}, "
+            f"{self.scorer.precision}"
         )
 
     def execute(self, requests):
