@@ -1,18 +1,21 @@
-"""One command, one report: the evaluation, the latency breakdown and the concurrency test on one private stack.
+"""One command, one report: the evaluation, interactive speed, the latency breakdown and the concurrency test on one
+private stack.
 
     python benchmarks/run_all.py              # the whole report (long on 2 cores: the eval answers with llm_small)
     python benchmarks/run_all.py --quick      # a smoke run of every part in minutes
     ragstream bench [--quick ...]             # the same, from the CLI
 
 Starts one private stack on free ports in a temp dir (Kafka, Redis, Milvus, Triton with embedder, reranker,
-llm_echo and the eval's model; a worker and the WebSocket bridge, like the pipeline benchmarks), ingests the Python
-docs once through Kafka into tenant "default", then runs, in this order:
+llm_echo, the eval's model and the interactive part's; a worker and the WebSocket bridge, like the pipeline
+benchmarks), ingests the Python docs once through Kafka into tenant "default", then runs, in this order:
 
 1. the eval (``streams.clients.evaluation.evaluate``): the golden set through the real pipeline with the cache off,
    scored, plus the retrieval comparison (dense, BM25, hybrid, each reranked); first, before any load test leaves
    a backlog;
-2. latency (``bench_latency.measure``): each rate through Kafka, then the same arrivals in-process;
-3. concurrency (``bench_concurrency.measure``): N WebSocket clients asking at once; last, because its largest level
+2. interactive (``bench_interactive.measure``): the real chat models over the WebSocket bridge at 1 q/s, one at a
+   time (time to first token, decode speed, the rerank and retrieve stages);
+3. latency (``bench_latency.measure``): each rate through Kafka, then the same arrivals in-process;
+4. concurrency (``bench_concurrency.measure``): N WebSocket clients asking at once; last, because its largest level
    can leave unfinished requests queued.
 
 A part that fails is reported as failed (the others still run). The stack is stopped by PID (``Stack.down``, which
@@ -37,6 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent / "pipeline"))
 
 import bench_concurrency as concurrency
+import bench_interactive as interactive
 import bench_latency as latency
 from _common import (
     BENCH_MODELS,
@@ -61,7 +65,7 @@ from streams.clients.evaluation import EvalConfig, as_json, evaluate, write_case
 REPORTS = REPO_ROOT / "benchmarks" / "results" / "report"
 GOLDEN = REPO_ROOT / "benchmarks" / "eval" / "golden" / "python_faq.jsonl"
 TENANT = "default"  # the bridge's dev key maps to it, so the WebSocket clients ask the same index
-PARTS = ("eval", "latency", "concurrency")
+PARTS = ("eval", "interactive", "latency", "concurrency")
 
 # The issue's figures, and a smoke run of every part; an option given on the command line wins over either.
 FULL: dict[str, Any] = {
@@ -78,6 +82,11 @@ FULL: dict[str, Any] = {
     "eval_model": "llm_small",
     "eval_max_tokens": 96,
     "eval_concurrency": 2,
+    # Issue 14's interactive goals: the real models over the bridge at 1 q/s (llm_large only where it is served).
+    "interactive_models": ["llm_small", "llm_large"],
+    "interactive_rates": [1.0, 0.2],
+    "interactive_requests": 20,
+    "interactive_max_tokens": 64,
 }
 QUICK: dict[str, Any] = {
     "rates": [1.0, 10.0],
@@ -91,6 +100,10 @@ QUICK: dict[str, Any] = {
     "eval_model": "llm_echo",
     "eval_max_tokens": 32,
     "eval_concurrency": 4,
+    "interactive_models": ["llm_echo"],
+    "interactive_rates": [1.0],
+    "interactive_requests": 3,
+    "interactive_max_tokens": 16,
 }
 
 
@@ -122,6 +135,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-max-tokens", type=int, help="eval: answer length (full: 96)")
     parser.add_argument("--eval-concurrency", type=int, help="eval: questions in flight (full: 2)")
     parser.add_argument("--eval-timeout", type=float, default=300.0, help="eval: seconds to wait for each answer")
+    parser.add_argument(
+        "--interactive-models", type=lambda s: [m for m in s.split(",") if m], help="interactive: models, in turn"
+    )
+    parser.add_argument("--interactive-rates", type=floats, help="interactive: questions per second (full: 1,0.2)")
+    parser.add_argument("--interactive-requests", type=int, help="interactive: questions per model and rate (full: 20)")
+    parser.add_argument("--interactive-max-tokens", type=int, help="interactive: answer length (full: 64)")
     parser.add_argument("--out", type=Path, default=REPORTS, help="results root (a UTC-stamped folder inside)")
     parser.add_argument("--reuse-env", action="store_true", help="use the stack + worker + bridge from RAGSTREAM_*")
     args = parser.parse_args(argv)
@@ -151,10 +170,15 @@ def configs(args: argparse.Namespace) -> tuple[latency.LatencyConfig, concurrenc
 
 
 def models(args: argparse.Namespace) -> str:
-    """What Triton loads: the query path's models with llm_echo, and the eval's model when the eval runs."""
+    """What Triton loads: the query path's models with llm_echo, the eval's model when the eval runs and the
+    interactive part's models when it runs."""
     names = BENCH_MODELS.split(",")
-    if "eval" not in args.skip and args.eval_model not in names:
-        names.append(args.eval_model)
+    optional = list(args.interactive_models) if "interactive" not in args.skip else []
+    configured = Settings.from_env().triton_load_models.strip()
+    if configured not in ("", "*"):  # a machine set up without a model names the ones it has; the others are skipped
+        optional = [m for m in optional if m in {c.strip() for c in configured.split(",")}]
+    wanted = ([args.eval_model] if "eval" not in args.skip else []) + optional
+    names += [m for m in dict.fromkeys(wanted) if m not in names]
     return ",".join(names)
 
 
@@ -195,8 +219,12 @@ async def measure_all(settings: Settings, args: argparse.Namespace, parts: Parts
         results = await measure
         return build(results, Measured(config, settings, corpus, service_memory(settings), time.monotonic() - t0))
 
+    inter_config = interactive.InteractiveConfig.from_args(args)
     plan: dict[str, Callable[[], Awaitable[Any]]] = {
         "eval": lambda: evaluate(settings, eval_config),
+        "interactive": lambda: timed(
+            inter_config, interactive.measure(settings, inter_config), interactive.build_summary
+        ),
         "latency": lambda: timed(lat_config, latency.measure(settings, lat_config, TENANT), latency.build_summary),
         "concurrency": lambda: timed(
             conc_config, concurrency.measure(settings, conc_config), concurrency.build_summary
@@ -220,6 +248,7 @@ def assemble(
     latency_summary: dict[str, Any] | None = None,
     concurrency_summary: dict[str, Any] | None = None,
     eval_summary: dict[str, Any] | None = None,
+    interactive_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's summary (kind "benchmarks"): what ran and how, then the goals judged from the parts' summaries,
     then each part's own summary (nested, so the report renders each as a section)."""
@@ -241,9 +270,14 @@ def assemble(
         "wall_s": round(wall_s, 1),
         "load_average_end": load_average_end,
         "goals": goals_summary(
-            latency=latency_summary, concurrency=concurrency_summary, evaluation=eval_summary, complete=True
+            latency=latency_summary,
+            concurrency=concurrency_summary,
+            evaluation=eval_summary,
+            interactive=interactive_summary,
+            complete=True,
         ),
         "eval": eval_summary,
+        "interactive": interactive_summary,
         "latency": latency_summary,
         "concurrency": concurrency_summary,
     }
@@ -278,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_summary=parts.results.get("latency"),
         concurrency_summary=parts.results.get("concurrency"),
         eval_summary=as_json(evaluated[0]) if evaluated else None,
+        interactive_summary=parts.results.get("interactive"),
     )
     out = stamped_dir(args.out)
     if evaluated:

@@ -25,6 +25,14 @@ GOAL_OVERHEAD_P99_MS = 25.0
 GOAL_OVERHEAD_RATE = 50.0
 GOAL_CLIENTS = 1000
 GOAL_GROUNDEDNESS = 0.9
+# Issue 14, with the real CPU models over the WebSocket bridge at 1 q/s (the "interactive" part).
+INTERACTIVE_MODEL = "llm_small"
+GOAL_INTERACTIVE_RATE = 1.0
+GOAL_INTERACTIVE_TTFT_MS = {"p50": 500.0, "p95": 800.0}
+GOAL_MODEL_TOKENS_PER_S = {"llm_small": 30.0, "llm_large": 15.0}
+GOAL_RERANK_MS = 60.0
+GOAL_RETRIEVE_MS = 30.0
+GOAL_RETRIEVE_CHUNKS = 20_000
 # streams its prompt back at a fixed pace: its answers and decode speed say nothing about a model
 PLUMBING_MODEL = "llm_echo"
 
@@ -196,11 +204,79 @@ def groundedness_goal(evaluation: Summary | None) -> dict[str, Any]:
     )
 
 
+def _round(interactive: Summary | None, model: str) -> Summary | None:
+    """The interactive part's round of ``model`` at the goals' rate, when it was answered at all."""
+    rounds: Sequence[Summary] = (interactive or {}).get("rounds", [])
+    at_rate = (r for r in rounds if r.get("model") == model and r.get("rate") == GOAL_INTERACTIVE_RATE)
+    return next((r for r in at_rate if r.get("done")), None)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def interactive_goals(interactive: Summary | None) -> list[dict[str, Any]]:
+    """Issue 14's goals that the interactive part measures: TTFT and decode speed with the real models over the
+    bridge at 1 q/s, and the rerank and retrieve stages inside those answers (retrieve judged only at the goal's
+    corpus size). Rounds at other rates are in the part's own section, not judged."""
+    where = "the interactive part did not run"
+    rounds: Sequence[Summary] = (interactive or {}).get("rounds", [])
+    chunks = (interactive or {}).get("corpus", {}).get("chunks")
+    if interactive is not None:
+        where = (
+            f"WebSocket bridge, {GOAL_INTERACTIVE_RATE:g} q/s, cache off, retrieve_k "
+            f"{interactive.get('retrieve_k')}, rerank_k {interactive.get('rerank_k')}, {chunks} chunks"
+        )
+    rows = []
+    small = _round(interactive, INTERACTIVE_MODEL)
+    name = f"Interactive TTFT, {INTERACTIVE_MODEL}"
+    target = " and ".join(f"{k} < {v:g} ms" for k, v in GOAL_INTERACTIVE_TTFT_MS.items())
+    ttft: Summary = (small or {}).get("ttft_ms", {})
+    got = [(_number(ttft.get(k)), limit) for k, limit in GOAL_INTERACTIVE_TTFT_MS.items()]
+    if small is None or any(value is None for value, _ in got):
+        rows.append(goal(name, target, "not measured", None, where))
+    else:
+        met = all(value is not None and value < limit for value, limit in got)
+        prompt = fmt((small.get("prompt_tokens") or {}).get("p50"), 0)
+        note = f"{where}; {small['done']}/{small['requests']} answered; prompt {prompt} tokens p50"
+        rows.append(goal(name, target, f"{_ms(ttft, 'p50', 'p95')} (p50 / p95)", met, note))
+    for model, floor in GOAL_MODEL_TOKENS_PER_S.items():
+        name, target = f"Tokens/s per stream, {model}", f"p50 > {floor:g}"
+        answered = _round(interactive, model)
+        speed: Summary = (answered or {}).get("tokens_per_s") or {}
+        p50 = _number(speed.get("p50"))
+        if answered is None or p50 is None:
+            why = next((r["skipped"] for r in rounds if r.get("model") == model and "skipped" in r), "no answer timed")
+            rows.append(goal(name, target, "not measured", None, f"{where}; {why}"))
+        else:
+            note = f"{where}; decode speed as the worker timed it, {speed.get('n')} answers"
+            rows.append(goal(name, target, f"{fmt(p50, 1)} tokens/s p50", p50 > floor, note))
+    stages: Summary = (small or {}).get("stages_ms", {})
+    rerank = _number((stages.get("rerank") or {}).get("p50"))
+    name, target = "Rerank", f"p50 <= {GOAL_RERANK_MS:g} ms"
+    if rerank is None:
+        rows.append(goal(name, target, "not measured", None, where))
+    else:
+        note = f"{where}; the retrieve_k candidates of each {INTERACTIVE_MODEL} answer"
+        rows.append(goal(name, target, f"{fmt(rerank, 1)} ms p50", rerank <= GOAL_RERANK_MS, note))
+    retrieve = _number((stages.get("retrieve") or {}).get("p50"))
+    name, target = f"Retrieve at {GOAL_RETRIEVE_CHUNKS // 1000}k chunks", f"p50 <= {GOAL_RETRIEVE_MS:g} ms"
+    if retrieve is None:
+        rows.append(goal(name, target, "not measured", None, where))
+    elif not isinstance(chunks, int) or chunks < 0.9 * GOAL_RETRIEVE_CHUNKS:
+        note = f"{where}: not the goal's size (benchmarks/pipeline/bench_retrieval.py searches 18.5k chunks)"
+        rows.append(goal(name, target, f"{fmt(retrieve, 1)} ms p50 at {chunks} chunks", None, note))
+    else:
+        rows.append(goal(name, target, f"{fmt(retrieve, 1)} ms p50", retrieve <= GOAL_RETRIEVE_MS, where))
+    return rows
+
+
 def goals_summary(
     *,
     latency: Summary | None = None,
     concurrency: Summary | None = None,
     evaluation: Summary | None = None,
+    interactive: Summary | None = None,
     complete: bool = False,
 ) -> dict[str, Any]:
     """The "goals" summary: a row per goal that the given summaries measure (``complete``: every goal, the
@@ -216,6 +292,8 @@ def goals_summary(
         rows.append(clients_goal(concurrency))
     if complete or evaluation is not None:
         rows += [retrieval_goal(evaluation), groundedness_goal(evaluation)]
+    if complete or interactive is not None:
+        rows += interactive_goals(interactive)
     return {
         "kind": "goals",
         "title": "Goals",
@@ -505,6 +583,59 @@ def concurrency_plot(summary: Summary, path: Path) -> Path:
 
 
 # --- the one-command run ---------------------------------------------------------------------------------------
+
+
+def interactive_section(summary: Summary, out_dir: Path) -> Section:
+    corpus: Summary = summary.get("corpus", {})
+    rounds: Sequence[Summary] = summary.get("rounds", [])
+    section = Section(str(summary.get("title", "Interactive speed over the WebSocket bridge")))
+    answered = [r for r in rounds if "skipped" not in r]
+    section.lines += [
+        "Each question from its own WebSocket client at the round's rate (Poisson), one model and rate at a "
+        f"time; the whole path with the real model, cache off, the default RAG prompt (retrieve_k "
+        f"{summary.get('retrieve_k')}, rerank_k {summary.get('rerank_k')}), greedy, at most "
+        f"{summary.get('max_tokens')} tokens. Corpus: {corpus.get('dirs')}, {corpus.get('chunks')} chunks. TTFT is "
+        "the client's (ask sent -> first token); tokens/s is the decode speed the worker timed; the stage columns "
+        "are the worker's p50. Times ms, p50 / p95 / p99.",
+        "",
+        *table(
+            [
+                "model",
+                "q/s",
+                "answered",
+                "errors",
+                "TTFT",
+                "total",
+                "tokens/s p50 / p95",
+                "prompt tokens p50",
+                *(f"{s} p50" for s in STAGES),
+            ],
+            [
+                [
+                    r["model"],
+                    fmt(r.get("rate"), 1),
+                    f"{r['done']}/{r['requests']}",
+                    r["errors"],
+                    _dist(r["ttft_ms"], 0),
+                    _dist(r["total_ms"], 0),
+                    f"{fmt(r['tokens_per_s'].get('p50'), 1)} / {fmt(r['tokens_per_s'].get('p95'), 1)}",
+                    fmt(r["prompt_tokens"].get("p50"), 0),
+                    *(fmt(r["stages_ms"].get(s, {}).get("p50"), 1) for s in STAGES),
+                ]
+                for r in answered
+            ],
+        ),
+    ]
+    for r in rounds:
+        if "skipped" in r:
+            section.lines += ["", f"{r['model']}: skipped ({r['skipped']})."]
+        elif r.get("error_examples"):
+            section.lines += [
+                "",
+                f"{r['model']} at {fmt(r.get('rate'), 1)} q/s, errors: " + "; ".join(r["error_examples"]),
+            ]
+    section.lines += memory_lines(summary)
+    return section
 
 
 def run_section(summary: Summary, out_dir: Path) -> Section:

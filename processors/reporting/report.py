@@ -165,6 +165,7 @@ def _register_builtin() -> None:
         "eval_matrix": eval_sections.matrix_section,
         "latency": bench_sections.latency_section,
         "concurrency": bench_sections.concurrency_section,
+        "interactive": bench_sections.interactive_section,
         "goals": bench_sections.goals_section,
         "benchmarks": bench_sections.run_section,
     }

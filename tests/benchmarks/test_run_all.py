@@ -28,6 +28,7 @@ from streams.clients.evaluation import EvalConfig, as_json
 sys.path[:0] = [str(REPO_ROOT / "benchmarks"), str(REPO_ROOT / "benchmarks" / "pipeline")]
 # The scripts are not a package; import them from their folders (a failed import must fail the tests, not skip them).
 bench_concurrency = importlib.import_module("bench_concurrency")
+bench_interactive = importlib.import_module("bench_interactive")
 bench_latency = importlib.import_module("bench_latency")
 run_all = importlib.import_module("run_all")
 Measured = importlib.import_module("_common").Measured
@@ -105,6 +106,28 @@ def case_record(i: int, *, refusal: bool, ndcg: dict[str, float], ttft: float, t
     )
 
 
+def answer(ttft: float, tokens_per_s: float, *, rerank: float = 100.0, retrieve: float = 25.0) -> Any:
+    """What ``bench_interactive.ask`` records for one answer of 64 tokens decoded at ``tokens_per_s``."""
+    generate = 300.0 + 63 / tokens_per_s * 1000
+    timings = {**TIMINGS, "rerank": rerank, "retrieve": retrieve, "ttft_model": 300.0, "generate": generate}
+    return bench_interactive.Answer(
+        "q?", 0.0, ttft_ms=ttft, total_ms=ttft + generate, timings=timings, prompt_tokens=1200,
+        completion_tokens=64, finish="length",
+    )  # fmt: skip
+
+
+def interactive_summary(answers: list[Any], chunks: int) -> dict[str, Any]:
+    rounds = [
+        bench_interactive.summarize("llm_small", 1.0, answers, 30.0),
+        # a lighter round is shown, not judged: its fast answers must not make the goals look met
+        bench_interactive.summarize("llm_small", 0.2, [answer(300.0, 60.0, rerank=20.0) for _ in range(5)], 30.0),
+        {"model": "llm_large", "skipped": "not served by Triton"},
+    ]
+    corpus = {"dirs": "faq", "files": 8, "chunks": chunks, "seconds": 40.0}
+    config = bench_interactive.InteractiveConfig()
+    return bench_interactive.build_summary(rounds, Measured(config, SETTINGS, corpus, {}, 30.0))
+
+
 @pytest.fixture
 def parts() -> dict[str, Any]:
     # latency: 1 q/s fast (TTFT goal met), 50 q/s with overheads of 5..62 ms (p99 over the 25 ms goal)
@@ -145,11 +168,17 @@ def parts() -> dict[str, Any]:
     records.append(case_record(4, refusal=True, ndcg=ndcg, ttft=300.0, tokens_per_s=0.0))
     config = EvalConfig(golden=Path("golden.jsonl"))
     evaluation = as_json(summarize_eval(config.description(), config.options(SETTINGS), records, "run1", 30.0))
+    # interactive: llm_small fast at the median but three slow first tokens (p95 over 800 ms), decoding at 40
+    # tokens/s; rerank 100 ms; a corpus far below the retrieve goal's 20k chunks; llm_large not served
+    interactive_ttft = [400.0] * 27 + [900.0, 960.0, 1000.0]
+    interactive = interactive_summary([answer(t, 40.0) for t in interactive_ttft], chunks=322)
     return {
         "latency": latency,
         "concurrency": concurrency,
         "eval": evaluation,
+        "interactive": interactive,
         "expected": {
+            "interactive_ttft_p95": float(np.percentile(interactive_ttft, 95)),
             "overhead_p99": float(np.percentile(high_overhead, 99)),
             "ttft_p95": float(np.percentile(low_ttft, 95)),
             "tokens_p50": float(np.percentile(rates, 50)),
@@ -176,6 +205,7 @@ def test_report_states_machine_date_commit_figures_and_verdicts(parts: dict[str,
         latency_summary=parts["latency"],
         concurrency_summary=parts["concurrency"],
         eval_summary=parts["eval"],
+        interactive_summary=parts["interactive"],
     )
     text = write_run(tmp_path, "report", summary).read_text()
     expected = parts["expected"]
@@ -202,10 +232,21 @@ def test_report_states_machine_date_commit_figures_and_verdicts(parts: dict[str,
     assert "RAGSTREAM_SEARCH_MODE=dense" in retrieval[4]
     grounded = next(r for key, r in rows.items() if key[0].startswith("Groundedness"))
     assert grounded[3] == "**MET**"
+    interactive = {key[0]: r for key, r in rows.items()}
+    ttft = interactive["Interactive TTFT, llm_small"]
+    assert ttft[3] == "**NOT MET**" and f"400 / {expected['interactive_ttft_p95']:.0f} ms" in ttft[2]
+    assert expected["interactive_ttft_p95"] > 800
+    assert interactive["Tokens/s per stream, llm_small"][3] == "**MET**"
+    assert "40.0 tokens/s" in interactive["Tokens/s per stream, llm_small"][2]
+    large = interactive["Tokens/s per stream, llm_large"]
+    assert large[3] == "not measured" and "not served by Triton" in large[4]
+    assert interactive["Rerank"][3] == "**NOT MET**" and "100.0 ms p50" in interactive["Rerank"][2]
+    retrieve = interactive["Retrieve at 20k chunks"]
+    assert retrieve[3] == "not measured" and "25.0 ms p50 at 322 chunks" in retrieve[2]
 
     # every part has its section and figures, and the latency/concurrency tables carry the measured figures
     for title in ("How this report was made", "Goals", "Evaluation", "Retrieval comparison", "Query latency",
-                  "Concurrent WebSocket clients"):  # fmt: skip
+                  "Concurrent WebSocket clients", "Interactive speed over the WebSocket bridge"):  # fmt: skip
         assert f"\n## {title}" in text
     for figure in ("latency_breakdown.png", "concurrency.png", "retrieval.png", "quality.png"):
         assert (tmp_path / figure).stat().st_size > 0 and f"]({figure})" in text
@@ -232,7 +273,14 @@ def test_goals_follow_the_measurements(parts: dict[str, Any]) -> None:
     assert held["met"] is False and "999 completed" in held["measured"]
     assert all(row["met"] for row in goals["rows"] if row["goal"] == "Time to first token")
     assert by_goal["Tokens/s per stream"]["met"] is None and "did not run" in by_goal["Tokens/s per stream"]["note"]
-    assert goals["not_measured"] == 3 and goals["not_met"] == 0
+    # the eval's three goals and the interactive part's five
+    assert goals["not_measured"] == 8 and goals["not_met"] == 0
+    # With every first token under 500 ms, rerank at 50 ms and retrieve at 25 ms over 20k chunks, those goals flip.
+    quick = interactive_summary([answer(400.0, 40.0, rerank=50.0) for _ in range(30)], chunks=20_500)
+    rows = {row["goal"]: row for row in goals_summary(interactive=quick)["rows"]}
+    assert rows["Interactive TTFT, llm_small"]["met"] is True
+    assert rows["Rerank"]["met"] is True and rows["Retrieve at 20k chunks"]["met"] is True
+    assert rows["Tokens/s per stream, llm_large"]["met"] is None
 
 
 def test_report_folder_renders_again_with_eval_report(parts: dict[str, Any], tmp_path: Path) -> None:
@@ -265,7 +313,9 @@ def test_quick_and_full_presets() -> None:
     full = run_all.parse_args([])
     assert full.rates == [1.0, 10.0, 50.0] and full.levels == [1, 100, 1000] and full.eval_limit == 40
     assert "llm_small" in run_all.models(full).split(",")
-    assert "llm_small" not in run_all.models(run_all.parse_args(["--skip", "eval"])).split(",")
+    assert "llm_small" not in run_all.models(run_all.parse_args(["--skip", "eval,interactive"])).split(",")
+    assert "llm_small" in run_all.models(run_all.parse_args(["--skip", "eval"])).split(",")  # the interactive part
+    assert run_all.parse_args([]).interactive_models == ["llm_small", "llm_large"]
     # Every run ingests the docs first: the model ingestion embeds with must be loaded (without it every document
     # failed with "unknown model 'embedder_bulk'").
     assert Settings().ingest_embedder_model in run_all.models(full).split(",")
