@@ -590,6 +590,8 @@ def interactive_section(summary: Summary, out_dir: Path) -> Section:
     rounds: Sequence[Summary] = summary.get("rounds", [])
     section = Section(str(summary.get("title", "Interactive speed over the WebSocket bridge")))
     answered = [r for r in rounds if "skipped" not in r]
+    # a stage no answer ran (the cache lookup with the cache off) gets no column
+    stages = [s for s in STAGES if any(r["stages_ms"].get(s, {}).get("n") for r in answered)]
     section.lines += [
         "Each question from its own WebSocket client at the round's rate (Poisson), one model and rate at a "
         f"time; the whole path with the real model, cache off, the default RAG prompt (retrieve_k "
@@ -608,7 +610,7 @@ def interactive_section(summary: Summary, out_dir: Path) -> Section:
                 "total",
                 "tokens/s p50 / p95",
                 "prompt tokens p50",
-                *(f"{s} p50" for s in STAGES),
+                *(f"{s} p50" for s in stages),
             ],
             [
                 [
@@ -620,7 +622,7 @@ def interactive_section(summary: Summary, out_dir: Path) -> Section:
                     _dist(r["total_ms"], 0),
                     f"{fmt(r['tokens_per_s'].get('p50'), 1)} / {fmt(r['tokens_per_s'].get('p95'), 1)}",
                     fmt(r["prompt_tokens"].get("p50"), 0),
-                    *(fmt(r["stages_ms"].get(s, {}).get("p50"), 1) for s in STAGES),
+                    *(fmt(r["stages_ms"].get(s, {}).get("p50"), 1) for s in stages),
                 ]
                 for r in answered
             ],
