@@ -227,6 +227,14 @@ def interactive_goals(interactive: Summary | None) -> list[dict[str, Any]]:
             f"WebSocket bridge, {GOAL_INTERACTIVE_RATE:g} q/s, cache off, retrieve_k "
             f"{interactive.get('retrieve_k')}, rerank_k {interactive.get('rerank_k')}, {chunks} chunks"
         )
+
+    def why_not(model: str) -> str:
+        mine = [r for r in rounds if r.get("model") == model]
+        if not mine:
+            return f"{where}; {model} was not among this run's models"
+        skipped = next((r["skipped"] for r in mine if "skipped" in r), "")
+        return f"{where}; {skipped or f'no answer timed at {GOAL_INTERACTIVE_RATE:g} q/s'}"
+
     rows = []
     small = _round(interactive, INTERACTIVE_MODEL)
     name = f"Interactive TTFT, {INTERACTIVE_MODEL}"
@@ -234,7 +242,7 @@ def interactive_goals(interactive: Summary | None) -> list[dict[str, Any]]:
     ttft: Summary = (small or {}).get("ttft_ms", {})
     got = [(_number(ttft.get(k)), limit) for k, limit in GOAL_INTERACTIVE_TTFT_MS.items()]
     if small is None or any(value is None for value, _ in got):
-        rows.append(goal(name, target, "not measured", None, where))
+        rows.append(goal(name, target, "not measured", None, why_not(INTERACTIVE_MODEL)))
     else:
         met = all(value is not None and value < limit for value, limit in got)
         prompt = fmt((small.get("prompt_tokens") or {}).get("p50"), 0)
@@ -246,8 +254,7 @@ def interactive_goals(interactive: Summary | None) -> list[dict[str, Any]]:
         speed: Summary = (answered or {}).get("tokens_per_s") or {}
         p50 = _number(speed.get("p50"))
         if answered is None or p50 is None:
-            why = next((r["skipped"] for r in rounds if r.get("model") == model and "skipped" in r), "no answer timed")
-            rows.append(goal(name, target, "not measured", None, f"{where}; {why}"))
+            rows.append(goal(name, target, "not measured", None, why_not(model)))
         else:
             note = f"{where}; decode speed as the worker timed it, {speed.get('n')} answers"
             rows.append(goal(name, target, f"{fmt(p50, 1)} tokens/s p50", p50 > floor, note))
@@ -255,14 +262,14 @@ def interactive_goals(interactive: Summary | None) -> list[dict[str, Any]]:
     rerank = _number((stages.get("rerank") or {}).get("p50"))
     name, target = "Rerank", f"p50 <= {GOAL_RERANK_MS:g} ms"
     if rerank is None:
-        rows.append(goal(name, target, "not measured", None, where))
+        rows.append(goal(name, target, "not measured", None, why_not(INTERACTIVE_MODEL)))
     else:
         note = f"{where}; the retrieve_k candidates of each {INTERACTIVE_MODEL} answer"
         rows.append(goal(name, target, f"{fmt(rerank, 1)} ms p50", rerank <= GOAL_RERANK_MS, note))
     retrieve = _number((stages.get("retrieve") or {}).get("p50"))
     name, target = f"Retrieve at {GOAL_RETRIEVE_CHUNKS // 1000}k chunks", f"p50 <= {GOAL_RETRIEVE_MS:g} ms"
     if retrieve is None:
-        rows.append(goal(name, target, "not measured", None, where))
+        rows.append(goal(name, target, "not measured", None, why_not(INTERACTIVE_MODEL)))
     elif not isinstance(chunks, int) or chunks < 0.9 * GOAL_RETRIEVE_CHUNKS:
         note = f"{where}: not the goal's size (benchmarks/pipeline/bench_retrieval.py searches 18.5k chunks)"
         rows.append(goal(name, target, f"{fmt(retrieve, 1)} ms p50 at {chunks} chunks", None, note))

@@ -281,6 +281,11 @@ def test_goals_follow_the_measurements(parts: dict[str, Any]) -> None:
     assert rows["Interactive TTFT, llm_small"]["met"] is True
     assert rows["Rerank"]["met"] is True and rows["Retrieve at 20k chunks"]["met"] is True
     assert rows["Tokens/s per stream, llm_large"]["met"] is None
+    # a run whose interactive part asked only llm_echo says that llm_small was not asked
+    echo = {**quick, "rounds": [{**quick["rounds"][0], "model": "llm_echo"}]}
+    rows = {row["goal"]: row for row in goals_summary(interactive=echo)["rows"]}
+    assert rows["Interactive TTFT, llm_small"]["met"] is None
+    assert "llm_small was not among this run's models" in rows["Rerank"]["note"]
 
 
 def test_report_folder_renders_again_with_eval_report(parts: dict[str, Any], tmp_path: Path) -> None:
