@@ -76,15 +76,52 @@ class LoraError(ValueError):
 
 
 @dataclass
-class _Row:
+class Answer:
+    """What every engine keeps per request while it generates: the answer's tokens and text, how much of the text
+    was sent, when cancellation was last asked, and why it ended ("", "stop", "length", "cancelled")."""
+
     req: GenRequest
-    adapter: str = BASE_ADAPTER  # PEFT adapter name for this row
     ids: list[int] = field(default_factory=list)
-    sent_chars: int = 0
     text: str = ""
-    generator: torch.Generator | None = None
-    done: str = ""  # "", "stop", "length", "cancelled"
+    sent_chars: int = 0
     checked_at: float = 0.0
+    done: str = ""
+
+    def cancel_due(self, now: float, interval_s: float) -> bool:
+        """Whether the client gave up; is_cancelled() is a round trip to the Triton process, so it is asked at most
+        every ``interval_s`` per request."""
+        if self.req.is_cancelled is None or now - self.checked_at < interval_s:
+            return False
+        self.checked_at = now
+        return bool(self.req.is_cancelled())
+
+    def set_text(self, text: str) -> None:
+        """The decoded text so far, cut at the first stop word (which ends the answer)."""
+        cut = stop_index(text, self.req.stop_words)
+        if cut is not None:
+            text = text[:cut]
+            self.done = "stop"
+        self.text = text
+
+    def take_piece(self) -> str:
+        """The text not sent yet that can be streamed now: all of it once the answer ended, else held back at a
+        partial character or a stop word's prefix."""
+        ready = len(self.text) if self.done else safe_prefix(self.text, self.req.stop_words)
+        if ready <= self.sent_chars:
+            return ""
+        piece = self.text[self.sent_chars : ready]
+        self.sent_chars = ready
+        return piece
+
+    def final_piece(self) -> str:
+        """What the final response carries: the whole text for a non-streaming request that was not cancelled."""
+        return "" if self.done == "cancelled" or self.req.stream else self.text
+
+
+@dataclass
+class _Row(Answer):
+    adapter: str = BASE_ADAPTER  # PEFT adapter name for this row
+    generator: torch.Generator | None = None
 
 
 class QueuedEngine:
@@ -350,13 +387,7 @@ class ChatEngine(QueuedEngine):
         now = time.monotonic()
         for row, token in zip(rows, tokens, strict=True):
             req = row.req
-            # is_cancelled() is a round trip to the Triton process: ask at most every cancel_check_s per stream.
-            if req.is_cancelled is not None and now - row.checked_at >= self.cancel_check_s:
-                row.checked_at = now
-                cancelled = req.is_cancelled()
-            else:
-                cancelled = False
-            if cancelled:
+            if row.cancel_due(now, self.cancel_check_s):
                 row.done = "cancelled"
                 self.log(f"{self.name}: request '{req.request_id}' cancelled after {len(row.ids)} tokens")
                 continue
@@ -364,28 +395,16 @@ class ChatEngine(QueuedEngine):
                 row.done = "stop"
             else:
                 row.ids.append(token)
-                row.text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
-                cut = stop_index(row.text, req.stop_words)
-                if cut is not None:
-                    row.text = row.text[:cut]
-                    row.done = "stop"
-                elif len(row.ids) >= req.max_tokens:
+                row.set_text(self.tokenizer.decode(row.ids, skip_special_tokens=True))
+                if not row.done and len(row.ids) >= req.max_tokens:
                     row.done = "length"
-            if req.stream:
-                ready = len(row.text) if row.done else safe_prefix(row.text, req.stop_words)
-                if ready > row.sent_chars:
-                    piece = row.text[row.sent_chars : ready]
-                    row.sent_chars = ready
-                    self._emit(row, piece, False)
+            if req.stream and (piece := row.take_piece()):
+                self._emit(row, piece, False)
         finished = [i for i, row in enumerate(rows) if row.done]
         if not finished:
             return
         for i in finished:
-            row = rows[i]
-            if row.done == "cancelled":
-                self._emit(row, "", True)
-            else:
-                self._emit(row, "" if row.req.stream else row.text, True)
+            self._emit(rows[i], rows[i].final_piece(), True)
         # Finished rows leave the batch (newly admitted rows are in self._rows already, after the merge).
         keep = [i for i, row in enumerate(self._rows) if not row.done]
         if len(keep) < len(self._rows):
@@ -501,6 +520,7 @@ def safe_prefix(text: str, stop_words) -> int:
 
 
 __all__ = [
+    "Answer",
     "ChatEngine",
     "GenRequest",
     "QueuedEngine",

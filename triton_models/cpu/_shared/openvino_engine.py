@@ -21,22 +21,16 @@ LoRA adapters are not served here: the Triton model sends requests that name one
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from chat_engine import GenRequest, QueuedEngine, end_of_turn_ids, fail_quietly, safe_prefix, stop_index, take_waiting
+from chat_engine import Answer, GenRequest, QueuedEngine, end_of_turn_ids, fail_quietly, take_waiting
 from cpu_precision import openvino_hint
 
 
 @dataclass
-class _Stream:
-    req: GenRequest
-    handle: object
-    ids: list[int] = field(default_factory=list)
-    text: str = ""
-    sent_chars: int = 0
-    checked_at: float = 0.0
-    done: str = ""  # "", "stop", "length", "cancelled"
+class _Stream(Answer):
+    handle: object = None  # the pipeline's GenerationHandle
 
 
 class OpenVINOChatEngine(QueuedEngine):
@@ -154,35 +148,24 @@ class OpenVINOChatEngine(QueuedEngine):
         now = time.monotonic()
         for stream in self._streams:
             req = stream.req
-            if req.is_cancelled is not None and now - stream.checked_at >= self.cancel_check_s:
-                stream.checked_at = now
-                if req.is_cancelled():
-                    stream.handle.cancel()
-                    stream.done = "cancelled"
-                    self.log(f"{self.name}: request '{req.request_id}' cancelled after {len(stream.ids)} tokens")
-                    continue
+            if stream.cancel_due(now, self.cancel_check_s):
+                stream.handle.cancel()
+                stream.done = "cancelled"
+                self.log(f"{self.name}: request '{req.request_id}' cancelled after {len(stream.ids)} tokens")
+                continue
             if stream.handle.can_read():
                 for output in stream.handle.read().values():
                     stream.ids.extend(t for t in output.generated_ids if t not in self.eos_ids)
-                stream.text = self.tokenizer.decode(stream.ids, skip_special_tokens=True)
-                cut = stop_index(stream.text, req.stop_words)
-                if cut is not None:
-                    stream.text = stream.text[:cut]
-                    stream.done = "stop"
+                stream.set_text(self.tokenizer.decode(stream.ids, skip_special_tokens=True))
+                if stream.done:  # a stop word
                     stream.handle.stop()
             if not stream.done and stream.handle.get_status() != running:
                 stream.done = "length" if len(stream.ids) >= req.max_tokens else "stop"
-            if req.stream:
-                ready = len(stream.text) if stream.done else safe_prefix(stream.text, req.stop_words)
-                if ready > stream.sent_chars:
-                    piece = stream.text[stream.sent_chars : ready]
-                    stream.sent_chars = ready
-                    self._emit(stream, piece, False)
+            if req.stream and (piece := stream.take_piece()):
+                self._emit(stream, piece, False)
         for stream in self._streams:
-            if stream.done == "cancelled":
-                self._emit(stream, "", True)
-            elif stream.done:
-                self._emit(stream, "" if stream.req.stream else stream.text, True)
+            if stream.done:
+                self._emit(stream, stream.final_piece(), True)
         self._streams = [s for s in self._streams if not s.done]
 
     def _emit(self, stream: _Stream, piece: str, final: bool) -> None:
