@@ -51,6 +51,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from infra.settings import Settings
 from processors.reporting.bench_sections import goals_summary
 from processors.reporting.machine import run_facts
+from streams.bridge.auth import parse_api_keys
 
 NO_DOCS_KEY = "bench-nodocs"
 
@@ -266,7 +267,7 @@ async def measure(settings: Settings, config: ConcurrencyConfig) -> list[dict[st
     """Every level, full path with the first API key (its tenant must have the corpus) and, for
     ``config.no_docs_levels``, with a key whose tenant has no documents. The worker and bridge must be up."""
     pool = faq_questions()
-    keys = [pair.split(":")[0] for pair in settings.api_keys.split(",")]
+    keys = list(parse_api_keys(settings.api_keys))
     full = [(n, "full", keys[0]) for n in config.levels]
     # A second key whose tenant has no documents: no rerank, no model (bridge + bus + guard + embed + search). It
     # runs before the largest full level, whose unfinished requests would still be queued ahead of it.

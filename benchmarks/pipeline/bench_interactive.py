@@ -154,15 +154,21 @@ async def measure(settings: Settings, config: InteractiveConfig) -> list[dict[st
     """Every model's round on a running stack with a worker and a bridge; the first API key's tenant must hold the
     corpus. A model Triton does not serve is reported as skipped, not failed."""
     from processors.adapters.triton import TritonClient
+    from streams.bridge.auth import parse_api_keys
 
     url = f"ws://127.0.0.1:{settings.bridge_port}/"
-    api_key = settings.api_keys.split(",")[0].split(":")[0]
+    api_key = next(iter(parse_api_keys(settings.api_keys)))
     pool = faq_questions()
     triton = TritonClient(settings.triton_address, timeout_s=30.0)
     try:
         served = {m: await triton.is_ready(m) for m in config.models}
     finally:
         await triton.close()
+
+    async def one(answer: Answer, model: str, start: float) -> None:
+        await asyncio.sleep(max(0.0, start + answer.scheduled_s - time.perf_counter()))
+        await ask(url, api_key, answer, model, config.max_tokens, config.timeout_s)
+
     rounds = []
     for n, model in enumerate(config.models):
         if not served[model]:
@@ -175,11 +181,6 @@ async def measure(settings: Settings, config: InteractiveConfig) -> list[dict[st
             answers = [Answer(q, s) for q, s in zip(questions, schedule, strict=True)]
             print(f"\n== {model}: {config.requests} questions at {rate:g} q/s over the bridge ...", flush=True)
             start = time.perf_counter()
-
-            async def one(answer: Answer, model: str, start: float) -> None:
-                await asyncio.sleep(max(0.0, start + answer.scheduled_s - time.perf_counter()))
-                await ask(url, api_key, answer, model, config.max_tokens, config.timeout_s)
-
             await asyncio.gather(*(one(a, model, start) for a in answers))
             summary = summarize(model, rate, answers, time.perf_counter() - start)
             ttft, speed = summary["ttft_ms"], summary["tokens_per_s"]
