@@ -47,6 +47,11 @@ def goal(name: str, target: str, measured: str, met: bool | None, note: str = ""
     return {"goal": name, "target": target, "measured": measured, "met": met, "note": note}
 
 
+def _number(value: Any) -> float | None:
+    """A summary's figure, or None when it is missing or NaN (no samples)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
 def _ms(d: Mapping[str, Any], *keys: str) -> str:
     return " / ".join(fmt(d.get(k), 0) for k in keys) + " ms"
 
@@ -78,8 +83,8 @@ def ttft_goals(
         )
     rows = []
     for d, where in sources:
-        p95 = d.get("p95")
-        met = None if p95 is None or (isinstance(p95, float) and math.isnan(p95)) else p95 < GOAL_TTFT_MS
+        p95 = _number(d.get("p95"))
+        met = None if p95 is None else p95 < GOAL_TTFT_MS
         rows.append(goal(name, target, f"{_ms(d, 'p50', 'p95')} (p50 / p95)", met, where))
     return rows or [goal(name, target, "not measured", None, "no part answered a question")]
 
@@ -117,8 +122,8 @@ def overhead_goal(latency: Summary | None) -> dict[str, Any]:
         tried = ", ".join(f"{r['rate']:g}" for r in runs) or "none"
         return goal(name, target, "not measured", None, f"{GOAL_OVERHEAD_RATE:g} q/s was not run (rates: {tried})")
     kafka = at["kafka"]
-    p99 = kafka["overhead_ms"].get("p99")
-    if p99 is None or (isinstance(p99, float) and math.isnan(p99)):
+    p99 = _number(kafka["overhead_ms"].get("p99"))
+    if p99 is None:
         return goal(name, target, "not measured", None, f"no request was answered at {GOAL_OVERHEAD_RATE:g} q/s")
     note = (
         f"{GOAL_OVERHEAD_RATE:g} q/s {'was' if kafka['sustained'] else 'was NOT'} sustained "
@@ -209,10 +214,6 @@ def _round(interactive: Summary | None, model: str) -> Summary | None:
     rounds: Sequence[Summary] = (interactive or {}).get("rounds", [])
     at_rate = (r for r in rounds if r.get("model") == model and r.get("rate") == GOAL_INTERACTIVE_RATE)
     return next((r for r in at_rate if r.get("done")), None)
-
-
-def _number(value: Any) -> float | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def interactive_goals(interactive: Summary | None) -> list[dict[str, Any]]:
@@ -343,7 +344,7 @@ def _rate_rows(runs: Sequence[Summary]) -> list[tuple[Summary, str, Summary]]:
 
 def _num(value: Any) -> float:
     """A plotted value: missing or NaN (no samples) is 0."""
-    return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    return _number(value) or 0.0
 
 
 def memory_lines(summary: Summary) -> list[str]:
