@@ -187,6 +187,17 @@ class MilvusIndex:
             async with self.write_lock:
                 await self._call(self.client.upsert, self.collection, list(rows))
 
+    async def flush(self) -> None:
+        """Seal the rows written so far into indexed segments.
+
+        Milvus Lite keeps unflushed rows in a memtable that every search and filtered query scans row by row, and
+        flushes it on its own only at 128 MB, so a small knowledge base would never leave it: hybrid search over
+        513 rows took 119 ms unflushed and 24 ms flushed (in-process, 2026-12-02). Real Milvus seals growing
+        segments by itself; there this only does it sooner."""
+        await self.ensure_collection()
+        async with self.write_lock:
+            await self._call(self.client.flush, self.collection)
+
     async def chunk_indexes(self, tenant: str, doc_id: str, version: int) -> set[int]:
         await self.ensure_collection()
         rows = await self._call(self.client.query,

@@ -266,3 +266,54 @@ async def test_workers_starting_together_all_create_or_load_the_new_collection_a
     finally:
         await asyncio.gather(*(client.close() for client in clients))
         await redis.aclose()
+
+
+async def test_written_rows_are_sealed_into_segments_once_writes_pause(
+    parts: tuple[MilvusIndex, DocStates, list[DocDone]], stack_settings: Settings
+) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    def data_files() -> set[Path]:
+        # Milvus Lite's segments: Parquet files under the collection's folder of its data dir
+        home = Milvus(stack_settings).home
+        return {p for p in home.rglob("data_*.parquet") if index.collection in p.parts}
+
+    before = data_files()
+    writer = IndexWriter(index, states, record, max_batch=8, seal_after_idle_s=0.3)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await states.begin(tenant, "sealed.md", 1)
+    await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "sealed.md", 1, 12, "delta")))
+    assert done[-1].status == "indexed"
+    for _ in range(50):
+        if writer.seals:
+            break
+        await asyncio.sleep(0.1)
+    assert writer.seals >= 1
+    assert data_files() - before, "no new segment file after the seal"
+    hits = await index.search(tenant, "delta chunk", _vector(1000), top_k=20, mode="hybrid")
+    assert len(hits) == 12  # every row still found, now from the sealed segment
+    await writer.close()
+
+
+async def test_a_long_write_is_sealed_every_so_many_rows_without_waiting_for_a_pause(
+    parts: tuple[MilvusIndex, DocStates, list[DocDone]],
+) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    writer = IndexWriter(index, states, record, max_batch=4, seal_after_idle_s=60.0, seal_every_rows=8)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await states.begin(tenant, "long.md", 1)
+    for chunk in _chunks(tenant, "long.md", 1, 20, "epsilon")[:10]:  # not complete: writing goes on
+        await writer.write(chunk)
+    for _ in range(50):
+        if writer.seals:
+            break
+        await asyncio.sleep(0.1)
+    assert writer.seals == 1  # 8 rows were due long before the 60 s pause
+    await writer.close()
