@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -95,6 +95,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Process n > 1 is named worker-n / bridge-n and listens on each of its ports + 10(n-1) (bridge-2: 8775).
     local_workers: int = 1
     local_bridges: int = 1
+    # Questions one worker prepares at once (guard, embed, cache, retrieve, rerank, prompt) and answers it streams
+    # at once. Prepare is CPU-bound on the worker's host, so a few suffice; generation mostly waits on Triton.
+    prepare_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 8
+    generate_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 32
     # Lower than Faust's defaults: the pipeline is latency-bound, not throughput-bound (see benchmarks/).
     consumer_fetch_max_wait_ms: int = 10
     producer_linger_ms: int = 0

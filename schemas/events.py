@@ -144,6 +144,9 @@ class QueryOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     # sources answers the question, else the refusal without a model call), or "extractive" (the sentences of the
     # sources that answer it, quoted with their citations). None: the deployment's default.
     strategy: str | None = None
+    # Reorder the retrieved candidates with the reranker (and drop those below the deployment's min_relevance).
+    # None: the deployment's default. False trades ranking quality for latency: no reranker call.
+    rerank: bool | None = None
 
 
 class QueryRequest(Event, tag="query.request"):

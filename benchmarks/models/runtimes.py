@@ -149,7 +149,7 @@ def run_worker(runtime: Runtime, model: str, prompts: list[str], args: argparse.
             "concurrency": args.concurrency, "threads": args.threads, "activations": runtime.activations,
             "weights": runtime.weights,
             "path": str(ov_folder(model, runtime.weights)) if runtime.engine == "openvino" else ""}  # fmt: skip
-    python = Settings.from_env().triton_python if runtime.engine == "torch" else OPENVINO_ENV / "bin" / "python"
+    python = Settings.from_env().triton_python  # where the served engines run; .venv-openvino only exports
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run([str(python), str(WORKER)], input=json.dumps(spec), capture_output=True, text=True,
                           env=env, check=False)  # fmt: skip

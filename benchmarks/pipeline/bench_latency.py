@@ -2,14 +2,17 @@
 
 For each rate (default 1, 10, 50 queries/s) the benchmark sends FAQ questions over Kafka (``KafkaAsker``, as any
 service would) with open-loop Poisson arrivals, bounded by ``--duration`` and ``--max-requests``, using the
-deterministic ``llm_echo`` model (``--max-tokens`` words at 5 ms each) so model time is small and known. Per
+deterministic ``llm_echo`` model (``--max-tokens`` words at 5 ms each) so model time is small and known, and with
+the reranker off for these questions (``QueryOptions.rerank``): its CPU time grows with load, and the bus should
+be the only variable. Per
 request: end-to-end TTFT (send -> first delta), total (send -> done), and the worker's per-stage timings from
 ``AnswerDone.timings_ms``. Kafka/Faust overhead = total - (guard + embed + cache + retrieve + rerank + prompt +
 generate); TTFT overhead = TTFT - (prepare stages + model TTFT). Both include every queue wait outside a stage.
 
 The same questions at the same arrival times then go through the in-process baseline: ``QueryProcessor.prepare``
-and ``.answer`` back to back in this process, with the same Triton/Milvus/Redis clients (``Resources``), so the
-bus's cost is a ratio. A rate counts as sustained when every request is answered and the median latency of the
+and ``.answer`` back to back in this process, with the same Triton/Milvus/Redis clients (``Resources``) and the
+worker's own concurrency limits (``Settings.prepare_concurrency`` and ``generate_concurrency``), so the bus's cost
+is a ratio. A rate counts as sustained when every request is answered and the median latency of the
 last quarter is at most twice that of the first quarter (no growing backlog).
 
     python benchmarks/pipeline/bench_latency.py                 # private stack on free ports, ~10 min here
@@ -146,7 +149,9 @@ def arrivals(rate: float, count: int, seed: int) -> list[float]:
 
 
 def options(max_tokens: int) -> QueryOptions:
-    return QueryOptions(model="llm_echo", max_tokens=max_tokens)
+    """Fixed-cost stages, so that the bus is what varies: the echo model (5 ms a word) and no reranker (whose CPU
+    time grows with load and would saturate both paths long before the bus does)."""
+    return QueryOptions(model="llm_echo", max_tokens=max_tokens, rerank=False)
 
 
 async def run_kafka(
@@ -176,9 +181,19 @@ async def run_kafka(
 
 
 async def run_inprocess(
-    processor: Any, questions: list[str], schedule: list[float], max_tokens: int, tenant: str
+    processor: Any,
+    questions: list[str],
+    schedule: list[float],
+    max_tokens: int,
+    tenant: str,
+    *,
+    prepare_slots: int,
+    generate_slots: int,
 ) -> list[Sample]:
+    """The worker's two stages back to back in this process, each behind as many slots as the worker's agents
+    have (``Settings.prepare_concurrency``, ``generate_concurrency``), so both paths queue alike under load."""
     samples = [Sample(i, s) for i, s in enumerate(schedule)]
+    preparing, generating = asyncio.Semaphore(prepare_slots), asyncio.Semaphore(generate_slots)
     start = time.perf_counter()
 
     async def one(sample: Sample) -> None:
@@ -193,12 +208,14 @@ async def run_inprocess(
             options=options(max_tokens),
         )
         try:
-            prepared = await processor.prepare(request)
+            async with preparing:
+                prepared = await processor.prepare(request)
             for event in prepared.final:
                 sample.record(event, sent, start)
             if prepared.prompted is not None:
-                async for event in processor.answer(prepared.prompted):
-                    sample.record(event, sent, start)
+                async with generating:
+                    async for event in processor.answer(prepared.prompted):
+                        sample.record(event, sent, start)
         except Exception as exc:  # a failed request is a result, not the end of the benchmark
             sample.error = f"{type(exc).__name__}: {exc}"[:200]
 
@@ -292,7 +309,9 @@ async def measure(settings: Settings, config: LatencyConfig, tenant: str) -> lis
             local = None
             if processor is not None and with_baseline:
                 await asyncio.sleep(2.0)
-                local = summarize(await run_inprocess(processor, questions, schedule, config.max_tokens, tenant), rate)
+                slots = {"prepare_slots": settings.prepare_concurrency, "generate_slots": settings.generate_concurrency}
+                local_samples = await run_inprocess(processor, questions, schedule, config.max_tokens, tenant, **slots)
+                local = summarize(local_samples, rate)
                 print(f"   in-process TTFT {fmt(local['ttft_ms'])}  total {fmt(local['total_ms'])}  "
                       f"overhead {fmt(local['overhead_ms'])}  errors {local['errors']}  sustained {local['sustained']}",
                       flush=True)  # fmt: skip
@@ -313,6 +332,9 @@ def build_summary(runs: list[dict[str, Any]], measured: Measured) -> dict[str, A
         "Query latency: Kafka pipeline vs in-process baseline",
         questions=len(faq_questions()),
         model="llm_echo",
+        rerank=False,
+        prepare_concurrency=measured.settings.prepare_concurrency,
+        generate_concurrency=measured.settings.generate_concurrency,
         runs=runs,
         max_sustained=f"{max(sustained):g} q/s" if sustained else "none of the rates tried",
     )

@@ -276,7 +276,8 @@ class QueryProcessor:
             )
             span.set_attributes({"ragstream.retrieve.mode": self.config.search_mode,
                                  "ragstream.retrieve.candidates": len(candidates)})  # fmt: skip
-        if self.config.rerank:
+        rerank = self.config.rerank if request.options.rerank is None else request.options.rerank
+        if rerank:
             with step("rerank", timings) as span:
                 # Every candidate is ranked (the reranker scores them all anyway), so the answer can carry the whole
                 # ranking.

@@ -360,14 +360,23 @@ def latency_section(summary: Summary, out_dir: Path) -> Section:
     corpus: Summary = summary.get("corpus", {})
     runs: Sequence[Summary] = summary.get("runs", [])
     note = f"; {corpus['note']}" if "note" in corpus else ""
+    # Summaries written before these fields existed: reranker on, the worker's fixed 8 / 32, an unlimited baseline.
+    rerank = "on" if summary.get("rerank", True) else "off (fixed-cost stages)"
+    prepare, generate = summary.get("prepare_concurrency"), summary.get("generate_concurrency")
+    slots = (
+        f"prepare concurrency {prepare}, generate {generate}; the in-process baseline has the same limits"
+        if prepare is not None
+        else "prepare concurrency 8, generate 32; the in-process baseline had no limit"
+    )
     section = Section(str(summary.get("title", "Query latency")))
     lines = section.lines
     lines += [
         f"Corpus: {corpus.get('files')} pages of {corpus.get('dirs')} ({corpus.get('chunks')} chunks){note}. "
         f"Model: {summary.get('model')}, {summary.get('max_tokens')} tokens (5 ms each). Open-loop Poisson arrivals "
-        f"of {summary.get('questions')} distinct FAQ questions. One `ragstream worker` (prepare concurrency 8, "
-        f"generate 32), {summary.get('topic_partitions')} partitions, retrieve_k {summary.get('retrieve_k')}, "
-        f"rerank_k {summary.get('rerank_k')}. Wall time {fmt(summary.get('wall_s'), 0)} s. "
+        f"of {summary.get('questions')} distinct FAQ questions. One `ragstream worker` ({slots}), "
+        f"{summary.get('topic_partitions')} partitions, retrieve_k "
+        f"{summary.get('retrieve_k')}, reranker {rerank}, rerank_k {summary.get('rerank_k')}. "
+        f"Wall time {fmt(summary.get('wall_s'), 0)} s. "
         "All figures ms, p50 / p95 / p99; overhead = total - stage compute (every Kafka hop, Faust buffering and "
         "queue wait outside a stage).",
         "",

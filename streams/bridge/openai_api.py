@@ -16,7 +16,7 @@ resumable inside the bridge), so nothing about the pipeline differs from a WebSo
   started arrives as one ``data: {"error": ...}`` event, which OpenAI's clients raise as an error;
 * a client that disconnects cancels its request (the handler is cancelled, the bridge sends ``query.cancel``).
 
-Request extension: ``"ragstream": {"use_cache": false, "prompt_version": "...", "session_id": "..."}``.
+Request extension: ``"ragstream": {"use_cache": false, "prompt_version": "...", "session_id": "...", "rerank": false}``.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class RagstreamOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     use_cache: bool = True
     prompt_version: str | None = None
     session_id: str = ""
+    rerank: bool | None = None
 
 
 class CompletionRequest(msgspec.Struct, kw_only=True):
@@ -170,6 +171,7 @@ def ask_of(body: CompletionRequest) -> proto.Ask:
         model=None if body.model in ("", MODEL_AUTO) else body.model,
         prompt_version=body.ragstream.prompt_version,
         use_cache=body.ragstream.use_cache,
+        rerank=body.ragstream.rerank,
     )
     return proto.Ask(question=question_of(body), options=options, session_id=body.ragstream.session_id)
 

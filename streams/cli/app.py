@@ -129,7 +129,9 @@ def metrics(
 
 @cli.command()
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Concurrent generations per worker.")] = 32,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Concurrent generations per worker (default: RAGSTREAM_GENERATE_CONCURRENCY).")
+    ] = None,
     role: Annotated[
         str, typer.Option(help="all, or query / ingest to run the two paths as separate processes (see the docs).")
     ] = "all",
@@ -141,7 +143,10 @@ def worker(
     if role not in ("all", "query", "ingest"):
         typer.echo(f"error: --role must be all, query or ingest, not {role!r}", err=True)
         raise typer.Exit(2)
-    run_worker(settings_or_exit(), generation_concurrency=concurrency, role=cast(Role, role))
+    settings = settings_or_exit()
+    if concurrency is not None:
+        settings = settings.with_changes(generate_concurrency=concurrency)
+    run_worker(settings, role=cast(Role, role))
 
 
 @cli.command()

@@ -19,12 +19,12 @@ from streams.worker.agents import Pipeline, Role, app_id, register
 from streams.worker.app import create_app
 
 
-def run_worker(settings: Settings, *, generation_concurrency: int = 32, role: Role = "all") -> None:
+def run_worker(settings: Settings, *, role: Role = "all") -> None:
     telemetry.configure(settings, "ragstream-worker" if role == "all" else f"ragstream-worker-{role}")
     if role == "ingest" and settings.ingest_worker_nice:
         os.nice(settings.ingest_worker_nice)
     app = create_app(settings.with_changes(app_id=app_id(settings, role)) if role != "all" else settings)
-    pipeline = register(app, settings, generation_concurrency=generation_concurrency, role=role)
+    pipeline = register(app, settings, role=role)
     observe(pipeline, settings, role)
     worker = faust.Worker(app, loglevel=settings.log_level.upper())
     logging.getLogger("aiokafka").setLevel(logging.WARNING)

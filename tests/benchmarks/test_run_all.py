@@ -326,3 +326,46 @@ def test_quick_and_full_presets() -> None:
     assert Settings().ingest_embedder_model in run_all.models(full).split(",")
     with pytest.raises(SystemExit):
         run_all.parse_args(["--skip", "nothing"])
+
+
+async def test_the_in_process_baseline_queues_behind_the_worker_s_concurrency_limits() -> None:
+    import asyncio
+
+    from processors.query.processor import Prepared
+    from schemas.events import PromptedQuery, QueryRequest
+
+    class CountingProcessor:
+        """Records how many requests are inside each stage at once; each stage takes 20 ms."""
+
+        def __init__(self) -> None:
+            self.inside = {"prepare": 0, "answer": 0}
+            self.most = {"prepare": 0, "answer": 0}
+
+        def enter(self, stage: str) -> None:
+            self.inside[stage] += 1
+            self.most[stage] = max(self.most[stage], self.inside[stage])
+
+        async def prepare(self, request: QueryRequest) -> Prepared:
+            self.enter("prepare")
+            await asyncio.sleep(0.02)
+            self.inside["prepare"] -= 1
+            return Prepared(
+                prompted=PromptedQuery(
+                    request=request, question=request.question, prompt="p", prompt_ref=None, model="m"
+                )
+            )
+
+        async def answer(self, prompted: PromptedQuery) -> Any:
+            self.enter("answer")
+            await asyncio.sleep(0.02)
+            self.inside["answer"] -= 1
+            return
+            yield
+
+    processor = CountingProcessor()
+    schedule = [0.0] * 12  # all at once: only the limits keep them apart
+    samples = await bench_latency.run_inprocess(
+        processor, ["q"] * 12, schedule, 4, "t", prepare_slots=3, generate_slots=2
+    )
+    assert [s.error for s in samples if s.error] == []
+    assert processor.most == {"prepare": 3, "answer": 2}

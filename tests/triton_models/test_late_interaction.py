@@ -22,7 +22,7 @@ passages = [
     "float() converts a string to floating point, e.g. float('144') == 144.0.",
     "Kafka partitions a topic so that consumers in a group can share its load.",
 ]
-reference = LateInteractionScorer(str(get_model_path()), runtime="torch").scores(query, passages)
+reference = LateInteractionScorer(str(get_model_path()), runtime="torch", precision="fp32").scores(query, passages)
 out = {"torch": reference}
 for precision in ("fp32", "bf16"):
     scorer = LateInteractionScorer(str(get_model_path()), runtime="openvino", precision=precision)

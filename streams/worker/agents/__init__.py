@@ -33,7 +33,7 @@ def app_id(settings: Settings, role: Role) -> str:
     return settings.app_id if role == "all" else f"{settings.app_id}-{role}"
 
 
-def register(app: faust.App, settings: Settings, *, generation_concurrency: int = 32, role: Role = "all") -> Pipeline:
+def register(app: faust.App, settings: Settings, *, role: Role = "all") -> Pipeline:
     """Attach the agents of ``role`` to ``app``; the returned pipeline exposes its parts to tests and benchmarks."""
     topics = TopicTable(app, settings)
     replies = ReplyAddresses(settings)
@@ -41,11 +41,7 @@ def register(app: faust.App, settings: Settings, *, generation_concurrency: int 
     resources = Resources(settings)
     stages: dict[str, Stage[Any]] = {}
     if role in ("all", "query"):
-        stages.update(
-            query.register(
-                app, settings, topics, outbox, resources, replies=replies, generation_concurrency=generation_concurrency
-            )
-        )
+        stages.update(query.register(app, settings, topics, outbox, resources, replies=replies))
     if role in ("all", "ingest"):
         stages.update(ingest.register(app, settings, topics, outbox, resources))
 

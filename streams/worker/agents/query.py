@@ -84,7 +84,6 @@ def register(
     resources: Resources,
     *,
     replies: ReplyAddresses | None = None,
-    generation_concurrency: int = 32,
 ) -> dict[str, Stage[Any]]:
     cancellations = Cancellations()
 
@@ -121,8 +120,9 @@ def register(
         "generate": Stage("generate", PromptedQuery, generate, outbox),
         "invalidate": Stage("invalidate", CacheInvalidation, invalidate, outbox),
     }
-    app.agent(topics[Topic.QUERIES], name="prepare", concurrency=8)(stages["prepare"].run)
-    app.agent(topics[Topic.QUERY_STAGES], name="generate", concurrency=generation_concurrency)(stages["generate"].run)
+    app.agent(topics[Topic.QUERIES], name="prepare", concurrency=settings.prepare_concurrency)(stages["prepare"].run)
+    generate_agent = app.agent(topics[Topic.QUERY_STAGES], name="generate", concurrency=settings.generate_concurrency)
+    generate_agent(stages["generate"].run)
     app.agent(topics[Topic.CACHE_INVALIDATIONS], name="invalidate")(stages["invalidate"].run)
 
     @app.task  # type: ignore[untyped-decorator]

@@ -288,6 +288,20 @@ async def test_with_reranking_off_the_search_order_is_the_ranking_and_min_releva
         assert [p.chunk_id for p in prompted.passages][:1] == ["frob#0"]  # the search ranked it first
 
 
+@pytest.mark.parametrize(("deployment", "asked"), [(True, False), (False, True)])
+async def test_a_request_s_rerank_option_overrides_the_deployment_s_setting(
+    guard: InputGuard, deployment: bool, asked: bool
+) -> None:
+    config = QueryConfig(rerank=deployment, min_relevance=5.0)
+    processor, _generator = await make_processor(guard, {"llm_small": Script(ANSWER)}, config=config)
+    prepared = await processor.prepare(request(FROB, rerank=asked))
+    if asked:  # reranked, and min_relevance then refuses every passage
+        done = prepared.final[-1]
+        assert isinstance(done, AnswerDone) and done.finish_reason == "refused" and "rerank" in done.timings_ms
+    else:
+        assert "rerank" not in prompt_of(prepared).timings_ms
+
+
 @pytest.mark.parametrize("strategy", ["gated", "generate"])
 async def test_the_gated_strategy_refuses_without_a_model_call_when_no_source_sentence_answers(
     guard: InputGuard, strategy: str

@@ -25,14 +25,15 @@ def test_the_question_is_the_last_user_message_and_ragstream_lets_the_router_cho
         max_tokens=10,
         max_completion_tokens=20,
         temperature=0.3,
-        ragstream={"use_cache": False, "session_id": "s1"},
+        ragstream={"use_cache": False, "session_id": "s1", "rerank": False},
     )
     ask = openai_api.ask_of(body)
     assert ask.question == "second question" and ask.session_id == "s1"
     assert ask.options.model is None and ask.options.max_tokens == 20 and ask.options.temperature == 0.3
-    assert ask.options.use_cache is False
+    assert ask.options.use_cache is False and ask.options.rerank is False
     named = openai_api.ask_of(parsed(model="llm_echo", messages=[{"role": "user", "content": "q"}]))
     assert named.options.model == "llm_echo" and named.options.use_cache is True
+    assert named.options.rerank is None  # the deployment decides
 
 
 @pytest.mark.parametrize(

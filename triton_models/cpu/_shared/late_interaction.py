@@ -25,8 +25,8 @@ class LateInteractionScorer:
         alpha: float = 0.5,
         max_length: int = 128,
         query_max_length: int = 256,
-        runtime: str = "torch",
-        precision: str = "fp32",
+        runtime: str = "openvino",
+        precision: str = "auto",
         threads: int = 2,
     ) -> None:
         self.encoder = TransformerEncoder(model_dir, runtime=runtime, precision=precision, threads=threads)
