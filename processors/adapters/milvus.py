@@ -41,7 +41,16 @@ SNAPSHOT_ATTEMPTS = 3
 
 # pymilvus pings every 10 s even when idle, and keeps a closed client's shared channel; the Milvus Lite server
 # answers with GOAWAY "too_many_pings", which drops in-flight RPCs. Every client here pings only during calls, rarely.
-GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+# After a call fails while Milvus restarts, gRPC waits out a growing backoff (up to 2 min) before it dials again and
+# fails every call meanwhile with the old error; the channel pymilvus opens to recover shares that waiting connection
+# unless the pool is its own. So each channel gets its own pool and redials within a second.
+GRPC_OPTIONS = {
+    "grpc.keepalive_time_ms": 300_000,
+    "grpc.keepalive_permit_without_calls": False,
+    "grpc.use_local_subchannel_pool": 1,
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 1_000,
+}
 
 
 def milvus_client(address: str) -> AsyncMilvusClient:

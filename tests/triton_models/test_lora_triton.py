@@ -22,7 +22,8 @@ from tests.conftest import isolated_settings
 
 pytestmark = pytest.mark.services
 
-SHARED = Path(__file__).resolve().parents[2] / "triton_models" / "cpu" / "_shared"
+CPU_MODELS = Path(__file__).resolve().parents[2] / "triton_models" / "cpu"
+SHARED = CPU_MODELS / "_shared"
 PROMPT = "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n"
 MAKE_ADAPTERS = r"""
 import sys, torch
@@ -38,9 +39,29 @@ for i, name in enumerate(sys.argv[3:]):
 """
 
 
+def fp32_repository(root: Path) -> Path:
+    """A model repository serving the real llm_small, its precision pinned to fp32: the assertions below compare a
+    request answered in a mixed batch with the same request alone, token for token, which holds only where the
+    arithmetic does not depend on the batch. In bf16 (the default on AMX CPUs) it does: with this random adapter's
+    near-flat logits, two identical rows of one batch parted after four greedy tokens (CI, 2026-12-02)."""
+    model = root / "llm_small"
+    model.mkdir(parents=True)
+    config = (CPU_MODELS / "llm_small" / "config.pbtxt").read_text()
+    pinned = config.replace(
+        'key: "precision" value: { string_value: "auto" }', 'key: "precision" value: { string_value: "fp32" }'
+    )
+    assert pinned != config, "llm_small's config no longer sets precision auto"
+    (model / "config.pbtxt").write_text(pinned)
+    (model / "1").symlink_to(CPU_MODELS / "llm_small" / "1")  # model.py finds _shared through the real path
+    return root
+
+
 @pytest.fixture(scope="module")
 def triton_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = isolated_settings(tmp_path_factory.mktemp("lora-triton"), triton_load_models="llm_small")
+    root = tmp_path_factory.mktemp("lora-triton")
+    settings = isolated_settings(
+        root, triton_load_models="llm_small", triton_model_repository=str(fp32_repository(root / "models"))
+    )
     stack = Stack(settings)
     try:
         stack.up(["triton"])
