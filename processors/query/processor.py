@@ -7,6 +7,7 @@ services in the worker and against :mod:`processors.adapters.memory` in its unit
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import time
@@ -196,12 +197,32 @@ class QueryProcessor:
             retryable=True,
         )
 
+    def time_left(self, request: QueryRequest) -> float | None:
+        """Seconds until the request's deadline (0 once it passed); None when it has none."""
+        return None if request.deadline is None else max(0.0, request.deadline - self.clock())
+
+    def _ran_out(self, request: QueryRequest, stage: str, progress: str) -> AnswerError:
+        return AnswerError(
+            request_id=request.request_id,
+            code="timeout",
+            message=f"the request's deadline passed during {stage}{progress}",
+            stage=stage,
+            retryable=True,
+        )
+
     async def prepare(self, request: QueryRequest) -> Prepared:
-        """Everything before the model: a prompt to generate from, or the whole answer when it ends here."""
+        """Everything before the model: a prompt to generate from, or the whole answer when it ends here. Work still
+        running when the deadline passes is abandoned and the client told ``timeout`` then, not when it ends."""
+        within = asyncio.timeout(self.time_left(request))
         try:
-            return await self._prepare(request)
+            async with within:
+                return await self._prepare(request)
         except _Answered as answered:
             return Prepared(final=answered.events)
+        except TimeoutError:
+            if not within.expired():
+                raise
+            return Prepared(final=[self._ran_out(request, "prepare", "")])
 
     def _admit(self, request: QueryRequest, stage: str) -> None:
         """End the request here when its deadline passed or it asks for what cannot be served."""
@@ -391,8 +412,24 @@ class QueryProcessor:
         else:
             generator = FallbackGenerator(self.generator, models)
             pieces = generator.generate(prompted.prompt, params, request_id=request.request_id, stats=stats)
+        # The deadline bounds each wait for the model's next piece (never a yield: the client's own awaits must not
+        # be cancelled); a stream still running when it passes is cut like a cancel and ends in ``timeout``.
+        left = self.time_left(request)
+        ends_at = None if left is None else asyncio.get_running_loop().time() + left
+        timed_out = False
         try:
-            async for piece in pieces:
+            while True:
+                within = asyncio.timeout_at(ends_at)
+                try:
+                    async with within:
+                        piece = await anext(pieces)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    if not within.expired():
+                        raise
+                    timed_out = True
+                    break
                 pushed = time.perf_counter()
                 safe = guard.push(piece)  # may hold back the start of what could become a PII entity
                 guard_busy_s += time.perf_counter() - pushed
@@ -408,7 +445,9 @@ class QueryProcessor:
                     break
         finally:
             await pieces.aclose()
-        if finish == "stop" and stats.chunks >= params.max_tokens:
+        if timed_out:
+            finish = "cancelled"  # held-back text is redacted as on any cut stream
+        elif finish == "stop" and stats.chunks >= params.max_tokens:
             finish = "length"
         with step("output_guard") as span:  # its final checks; the streaming part's time is an attribute
             # A cut stream (max_tokens, cancel, block) may end inside an entity ("078-05-"): the guard redacts such
@@ -423,6 +462,9 @@ class QueryProcessor:
         if text_rest:
             yield TokenDelta(request_id=request.request_id, seq=seq, text=text_rest, tokens=rest[1] if rest else 0)
             seq += 1
+        if timed_out:
+            yield self._ran_out(request, "generate", f", after {stats.chunks} pieces of the answer")
+            return
         if report.refused or (declined and finish == "stop"):
             finish = "refused"
         citations, _invalid = citations_for(report.text, prompted.passages)

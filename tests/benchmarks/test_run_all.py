@@ -270,7 +270,19 @@ def test_goals_follow_the_measurements(parts: dict[str, Any]) -> None:
     assert short["connected"] == 1000 and short["mixed_up"] == 0 and short["completed"] == 999
     short_goals = goals_summary(latency=latency, concurrency={**parts["concurrency"], "levels": [short]})
     held = next(row for row in short_goals["rows"] if row["goal"].startswith("1000 concurrent"))
-    assert held["met"] is False and "999 completed" in held["measured"]
+    assert held["met"] is False and "999 complete answers" in held["measured"]
+    # A clean error event (the deadline passed while it queued) holds the client; a socket that broke does not.
+    timed_out = bench_concurrency.Client(999, "q?", connected=True, request_id="r999", error_code="timeout",
+                                         error="timeout: the request's deadline passed during prepare")  # fmt: skip
+    broken = bench_concurrency.Client(999, "q?", connected=True, request_id="r999", error="connection closed")
+    verdicts: dict[str, dict[str, Any]] = {}
+    for name, last in (("timeout", timed_out), ("broken", broken)):
+        lv = bench_concurrency.summarize_level([*clean[:-1], last], path="full", connect_s=0.1, wall_s=5.0,
+                                               peak_rss_mib={})  # fmt: skip
+        rows = goals_summary(latency=latency, concurrency={**parts["concurrency"], "levels": [lv]})["rows"]
+        verdicts[name] = next(row for row in rows if row["goal"].startswith("1000 concurrent"))
+    assert verdicts["timeout"]["met"] is True and "1 errors (timeout 1)" in verdicts["timeout"]["measured"]
+    assert verdicts["broken"]["met"] is False and "(no error event 1)" in verdicts["broken"]["measured"]
     assert all(row["met"] for row in goals["rows"] if row["goal"] == "Time to first token")
     assert by_goal["Tokens/s per stream"]["met"] is None and "did not run" in by_goal["Tokens/s per stream"]["note"]
     # the eval's three goals and the interactive part's five

@@ -323,3 +323,23 @@ async def test_a_long_write_is_sealed_every_so_many_rows_without_waiting_for_a_p
         await asyncio.sleep(0.1)
     assert writer.seals == 1  # 8 rows were due long before the 60 s pause
     await writer.close()
+
+
+async def test_a_slow_trickle_of_writes_is_sealed_once_its_oldest_row_is_old_enough(
+    parts: tuple[MilvusIndex, DocStates, list[DocDone]],
+) -> None:
+    index, states, done = parts
+
+    async def record(event: DocDone) -> None:
+        done.append(event)
+
+    writer = IndexWriter(
+        index, states, record, max_batch=1, seal_after_idle_s=60.0, seal_every_rows=10_000, seal_max_age_s=0.5
+    )
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    await states.begin(tenant, "trickle.md", 1)
+    for chunk in _chunks(tenant, "trickle.md", 1, 20, "eta")[:12]:  # one row every 0.1 s: never a pause, few rows
+        await writer.write(chunk)
+        await asyncio.sleep(0.1)
+    assert writer.seals >= 1  # sealed while the writes went on, neither a pause nor the row count was reached
+    await writer.close()

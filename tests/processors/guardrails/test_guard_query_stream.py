@@ -4,7 +4,9 @@ of it, to the client or in the final answer. Real guards and prompts; in-memory 
 from __future__ import annotations
 
 import re
+import time
 
+import msgspec
 import pytest
 
 from processors.adapters.memory import HashingEmbedder, MemoryIndex, OverlapReranker, Script, ScriptedGenerator
@@ -15,7 +17,7 @@ from processors.prompts.registry import PromptRegistryState
 from processors.query.processor import QueryConfig, QueryProcessor
 from processors.query.prompting import TemplatePrompts
 from processors.query.router import FeatureRouter, RoutedChooser, RouterConfig
-from schemas.events import AnswerDone, Passage, QueryOptions, QueryRequest, ReplyTo, TokenDelta
+from schemas.events import AnswerDone, AnswerError, Passage, QueryOptions, QueryRequest, ReplyTo, TokenDelta
 
 TENANT = "acme"
 MANUAL = [
@@ -36,7 +38,7 @@ async def guard() -> InputGuard:
     return guard
 
 
-async def _processor(guard: InputGuard) -> QueryProcessor:
+async def _processor(guard: InputGuard, delay_s: float = 0.0) -> QueryProcessor:
     embedder = HashingEmbedder()
     index = MemoryIndex(embedder)
     await index.add(TENANT, MANUAL)
@@ -50,7 +52,7 @@ async def _processor(guard: InputGuard) -> QueryProcessor:
         reranker=OverlapReranker(),
         prompts=TemplatePrompts(registry.resolve),
         chooser=RoutedChooser(FeatureRouter(RouterConfig())),
-        generator=ScriptedGenerator({"llm_small": Script(PIECES), "llm_large": Script(PIECES)}),
+        generator=ScriptedGenerator({"llm_small": Script(PIECES, delay_s), "llm_large": Script(PIECES, delay_s)}),
         cache=None,
         config=QueryConfig(min_relevance=0.0, delta_max_delay_s=0.0, delta_max_chars=1),
     )
@@ -113,3 +115,21 @@ async def test_complete_stream_masks_every_entity_including_fullwidth_card(guard
     assert done.finish_reason == "stop"
     assert "<US_SSN>" in done.text and "<CREDIT_CARD>" in done.text and "<EMAIL_ADDRESS>" in done.text
     assert REDACTED not in done.text
+
+
+async def test_a_deadline_passing_mid_stream_ends_in_timeout_and_emits_no_fragment(guard: InputGuard) -> None:
+    processor = await _processor(guard, delay_s=0.1)  # a piece every 0.1 s: the deadline falls about piece 7 ("078-")
+    request = QueryRequest(request_id="r1", tenant=TENANT, question=QUESTION, reply_to=ReplyTo(topic="replies"))
+    prepared = await processor.prepare(request)
+    assert prepared.prompted is not None, prepared.final
+    late = msgspec.structs.replace(request, deadline=time.time() + 0.75)
+    events = [e async for e in processor.answer(msgspec.structs.replace(prepared.prompted, request=late))]
+    error = events[-1]
+    assert isinstance(error, AnswerError)
+    assert (error.code, error.stage, error.retryable) == ("timeout", "generate", True)
+    assert time.time() - late.deadline < 0.5  # told when the deadline passed, not when the model would have ended
+    assert not any(isinstance(e, AnswerDone) for e in events)
+    streamed = "".join(e.text for e in events if isinstance(e, TokenDelta))
+    assert streamed.startswith("The employee")
+    for secret in SECRETS:
+        assert secret not in streamed, (secret, streamed)

@@ -6,6 +6,8 @@ checks the events a client would receive.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -26,7 +28,7 @@ from processors.guardrails.input_guard import InputGuard
 from processors.guardrails.passage_screen import InjectionScreen
 from processors.guardrails.policy import GuardPolicy
 from processors.prompts.registry import PromptRegistryState
-from processors.protocols import PassageScreen
+from processors.protocols import PassageScreen, Vectors
 from processors.query.extractive import ExtractiveConfig
 from processors.query.processor import Prepared, QueryConfig, QueryProcessor
 from processors.query.prompting import TemplatePrompts
@@ -232,6 +234,27 @@ async def test_an_expired_request_is_answered_timeout_at_each_stage_without_doin
     assert len(events) == 1 and isinstance(events[0], AnswerError)
     assert (events[0].code, events[0].stage) == ("timeout", "generate")
     assert generator.calls == []  # no model time spent on an answer nobody waits for
+
+
+class SlowEmbedder(HashingEmbedder):
+    """Embeds after a pause: a stage still running when the request's deadline passes."""
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        await asyncio.sleep(5.0)
+        return await super().embed(texts)
+
+
+async def test_a_deadline_passing_during_prepare_is_answered_timeout_at_the_deadline(guard: InputGuard) -> None:
+    processor, generator = await make_processor(guard, {"llm_small": Script(ANSWER)})
+    processor.embedder = SlowEmbedder()
+    started = time.monotonic()
+    timed = msgspec.structs.replace(request(FROB), deadline=time.time() + 0.5)
+    prepared = await processor.prepare(timed)
+    assert time.monotonic() - started < 2.0  # not the embedder's 5 s
+    [error] = prepared.final
+    assert isinstance(error, AnswerError)
+    assert (error.code, error.stage, error.retryable) == ("timeout", "prepare", True)
+    assert prepared.prompted is None and generator.calls == []
 
 
 @pytest.mark.parametrize(
