@@ -148,14 +148,22 @@ def arrivals(rate: float, count: int, seed: int) -> list[float]:
     return out
 
 
-def options(max_tokens: int) -> QueryOptions:
-    """Fixed-cost stages, so that the bus is what varies: the echo model (5 ms a word) and no reranker (whose CPU
-    time grows with load and would saturate both paths long before the bus does)."""
-    return QueryOptions(model="llm_echo", max_tokens=max_tokens, rerank=False)
+def options(max_tokens: int, *, rerank: bool | None = False) -> QueryOptions:
+    """Fixed-cost stages, so that the bus is what varies: the echo model (5 ms a word) and by default no reranker
+    (whose CPU time grows with load and would saturate both paths long before the bus does); ``rerank=None`` keeps
+    the deployment's setting."""
+    return QueryOptions(model="llm_echo", max_tokens=max_tokens, rerank=rerank)
 
 
 async def run_kafka(
-    settings: Settings, questions: list[str], schedule: list[float], max_tokens: int, tenant: str, drain_s: float
+    settings: Settings,
+    questions: list[str],
+    schedule: list[float],
+    max_tokens: int,
+    tenant: str,
+    drain_s: float,
+    *,
+    rerank: bool | None = False,
 ) -> list[Sample]:
     from streams.clients.asker import KafkaAsker
 
@@ -169,7 +177,10 @@ async def run_kafka(
             sample.send_lag_ms = (sent - start - sample.scheduled_s) * 1000
             try:
                 request_id = await asker.send(
-                    questions[sample.index], tenant=tenant, options=options(max_tokens), request_id=uuid.uuid4().hex
+                    questions[sample.index],
+                    tenant=tenant,
+                    options=options(max_tokens, rerank=rerank),
+                    request_id=uuid.uuid4().hex,
                 )
                 async for event in asker.events(request_id, timeout_s=drain_s):
                     sample.record(event, sent, start)
