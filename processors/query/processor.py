@@ -144,6 +144,11 @@ class _Answered(Exception):
         self.events = list(events)
 
 
+def _timeout(request: QueryRequest, stage: str, message: str) -> AnswerError:
+    """The ``timeout`` answer to a request whose deadline passed before or during ``stage``: the client may retry."""
+    return AnswerError(request_id=request.request_id, code="timeout", message=message, stage=stage, retryable=True)
+
+
 def _bad_request(request: QueryRequest, problem: str) -> AnswerError:
     return AnswerError(request_id=request.request_id, code="bad_request", message=problem, stage="prepare")
 
@@ -189,26 +194,11 @@ class QueryProcessor:
         if request.deadline is None or self.clock() <= request.deadline:
             return None
         late = self.clock() - request.deadline
-        return AnswerError(
-            request_id=request.request_id,
-            code="timeout",
-            message=f"the request's deadline passed {late:.1f}s before {stage}",
-            stage=stage,
-            retryable=True,
-        )
+        return _timeout(request, stage, f"the request's deadline passed {late:.1f}s before {stage}")
 
     def time_left(self, request: QueryRequest) -> float | None:
         """Seconds until the request's deadline (0 once it passed); None when it has none."""
         return None if request.deadline is None else max(0.0, request.deadline - self.clock())
-
-    def _ran_out(self, request: QueryRequest, stage: str, progress: str) -> AnswerError:
-        return AnswerError(
-            request_id=request.request_id,
-            code="timeout",
-            message=f"the request's deadline passed during {stage}{progress}",
-            stage=stage,
-            retryable=True,
-        )
 
     async def prepare(self, request: QueryRequest) -> Prepared:
         """Everything before the model: a prompt to generate from, or the whole answer when it ends here. Work still
@@ -222,7 +212,7 @@ class QueryProcessor:
         except TimeoutError:
             if not within.expired():
                 raise
-            return Prepared(final=[self._ran_out(request, "prepare", "")])
+            return Prepared(final=[_timeout(request, "prepare", "the request's deadline passed during prepare")])
 
     def _admit(self, request: QueryRequest, stage: str) -> None:
         """End the request here when its deadline passed or it asks for what cannot be served."""
@@ -463,7 +453,8 @@ class QueryProcessor:
             yield TokenDelta(request_id=request.request_id, seq=seq, text=text_rest, tokens=rest[1] if rest else 0)
             seq += 1
         if timed_out:
-            yield self._ran_out(request, "generate", f", after {stats.chunks} pieces of the answer")
+            passed = f"the request's deadline passed during generate, after {stats.chunks} pieces of the answer"
+            yield _timeout(request, "generate", passed)
             return
         if report.refused or (declined and finish == "stop"):
             finish = "refused"

@@ -72,6 +72,14 @@ async def parts(stack: Stack, stack_settings: Settings) -> AsyncIterator[tuple[M
     await redis.aclose()
 
 
+async def _sealed(writer: IndexWriter, within_s: float) -> None:
+    """Wait until the writer has sealed at least once, or ``within_s`` passed (the caller asserts what it expects)."""
+    for _ in range(round(within_s / 0.1)):
+        if writer.seals:
+            return
+        await asyncio.sleep(0.1)
+
+
 async def test_version_swap_has_no_gap_and_no_duplicates(parts: tuple[MilvusIndex, DocStates, list[DocDone]]) -> None:
     index, states, done = parts
 
@@ -215,10 +223,7 @@ async def test_searches_recover_after_milvus_restarts_without_a_new_client(
         hits = await index.search(tenant, "theta", _vector(1000), top_k=5)  # the same index object, as in a worker
         assert {p.chunk_id for p in hits} == {chunk_id(tenant, "doc", 1, i) for i in range(3)}
         # The writer's seal falls due 1 s after the writes, usually while Milvus is down: it retries until it lands.
-        for _ in range(150):
-            if writer.seals:
-                break
-            await asyncio.sleep(0.1)
+        await _sealed(writer, within_s=15.0)
         assert writer.seals >= 1
         await writer.close()
     finally:
@@ -293,10 +298,7 @@ async def test_written_rows_are_sealed_into_segments_once_writes_pause(
     await states.begin(tenant, "sealed.md", 1)
     await asyncio.gather(*(writer.write(e) for e in _chunks(tenant, "sealed.md", 1, 12, "delta")))
     assert done[-1].status == "indexed"
-    for _ in range(50):
-        if writer.seals:
-            break
-        await asyncio.sleep(0.1)
+    await _sealed(writer, within_s=5.0)
     assert writer.seals >= 1
     assert data_files() - before, "no new segment file after the seal"
     hits = await index.search(tenant, "delta chunk", _vector(1000), top_k=20, mode="hybrid")
@@ -317,10 +319,7 @@ async def test_a_long_write_is_sealed_every_so_many_rows_without_waiting_for_a_p
     await states.begin(tenant, "long.md", 1)
     for chunk in _chunks(tenant, "long.md", 1, 20, "epsilon")[:10]:  # not complete: writing goes on
         await writer.write(chunk)
-    for _ in range(50):
-        if writer.seals:
-            break
-        await asyncio.sleep(0.1)
+    await _sealed(writer, within_s=5.0)
     assert writer.seals == 1  # 8 rows were due long before the 60 s pause
     await writer.close()
 
@@ -341,9 +340,6 @@ async def test_a_slow_trickle_of_writes_is_sealed_once_its_oldest_row_is_old_eno
     for chunk in _chunks(tenant, "trickle.md", 1, 20, "eta")[:12]:  # one row every 0.1 s: never a pause, few rows
         await writer.write(chunk)
         await asyncio.sleep(0.1)
-    for _ in range(50):  # a seal begun during the writes may still be running
-        if writer.seals:
-            break
-        await asyncio.sleep(0.1)
+    await _sealed(writer, within_s=5.0)  # a seal begun during the writes may still be running
     assert writer.seals >= 1  # by age alone: the 60 s pause and the 10,000 rows were never reached
     await writer.close()
